@@ -1,0 +1,47 @@
+# `make run` and `make test` set everything up on a machine with Python 3.11+ and make.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+FLASK := $(BIN)/flask --app app
+PG_VERSION_DIR := $(firstword $(wildcard /etc/postgresql/*))
+
+.PHONY: run worker test install install-dev upgrade postgres clean
+
+run: install upgrade
+	$(FLASK) run
+
+worker: install upgrade
+	$(FLASK) worker
+
+test: install-dev postgres
+	$(BIN)/pytest
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+# Create the database, or bring it up to the latest migration.
+upgrade: install
+	$(FLASK) db upgrade
+
+# Start the local PostgreSQL server when it is installed but stopped. Without
+# one, the PostgreSQL half of the test suite is skipped and says why.
+postgres:
+	@if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+		if [ -n "$(PG_VERSION_DIR)" ] && command -v pg_ctlcluster >/dev/null; then \
+			pg_ctlcluster --skip-systemctl-redirect $(notdir $(PG_VERSION_DIR)) main start || true; \
+		fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache

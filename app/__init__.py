@@ -1,0 +1,119 @@
+"""Taskboard: background tasks for Flask with a live dashboard and an event log."""
+
+import importlib
+import logging
+import os
+import secrets
+
+from flask import Flask
+
+from app.database import configure_engine
+from app.extensions import csrf, db, migrate
+
+MIGRATIONS_DIRECTORY = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
+
+
+def create_app(test_config: dict | None = None, instance_path: str | None = None) -> Flask:
+    """Create the Taskboard application and, when it serves requests, its embedded worker.
+
+    `test_config` overrides every other setting; `instance_path` replaces the
+    instance/ folder, which holds the SQLite database, config.py and the
+    generated secret key.
+    """
+    app = Flask(__name__, instance_relative_config=True, instance_path=instance_path)
+    app.config.from_object("app.config")
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("TASKBOARD")
+    if test_config:
+        app.config.update(test_config)
+
+    os.makedirs(app.instance_path, exist_ok=True)
+    _configure_logging(app)
+    _configure_database(app)
+    _configure_secret_key(app)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIRECTORY)
+    csrf.init_app(app)
+    with app.app_context():
+        configure_engine(
+            db.engine,
+            busy_timeout_seconds=app.config["SQLITE_BUSY_TIMEOUT"],
+            synchronous=app.config["SQLITE_SYNCHRONOUS"],
+        )
+
+    _import_task_modules(app)
+
+    from app import cli, web
+
+    web.init_app(app)
+    cli.init_app(app)
+
+    from app.worker.embedded import start_embedded_worker_if_serving
+
+    start_embedded_worker_if_serving(app)
+    return app
+
+
+def _configure_logging(app: Flask) -> None:
+    # Worker and queue messages go to the console unless the host application
+    # set up logging itself.
+    level = str(app.config.get("LOG_LEVEL", "INFO")).upper()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    logging.getLogger("app").setLevel(level)
+
+
+def _configure_database(app: Flask) -> None:
+    url = app.config.get("DATABASE_URL") or "sqlite:///" + os.path.join(
+        app.instance_path, "taskboard.db"
+    )
+    # PostgreSQL URLs as most hosts print them name no driver; Taskboard
+    # uses psycopg 3.
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    app.config["SQLALCHEMY_DATABASE_URI"] = url
+    app.config["DATABASE_URL"] = url
+
+
+def _configure_secret_key(app: Flask) -> None:
+    """Use the configured SECRET_KEY, or one generated once and kept in instance/."""
+    if app.config.get("SECRET_KEY"):
+        return
+    path = os.path.join(app.instance_path, "secret_key")
+    try:
+        with open(path, encoding="ascii") as file:
+            key = file.read().strip()
+    except FileNotFoundError:
+        key = ""
+    if not key:
+        key = secrets.token_hex(32)
+        # O_EXCL: when two processes start at once, the first key written wins.
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            with open(path, encoding="ascii") as file:
+                key = file.read().strip()
+        else:
+            with os.fdopen(descriptor, "w", encoding="ascii") as file:
+                file.write(key)
+    app.config["SECRET_KEY"] = key
+
+
+def _import_task_modules(app: Flask) -> None:
+    """Import the built-in handlers and every module named by TASK_MODULES."""
+    modules = app.config.get("TASK_MODULES") or []
+    if isinstance(modules, str):
+        modules = [name.strip() for name in modules.split(",") if name.strip()]
+    for name in ["app.handlers", *modules]:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise RuntimeError(
+                f"TASK_MODULES names {name!r}, which cannot be imported: {error}. "
+                "Check the module name and that it is on the Python path."
+            ) from error

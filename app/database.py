@@ -1,0 +1,42 @@
+"""Engine settings per database: SQLite pragmas and write transactions."""
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def configure_engine(engine: Engine, *, busy_timeout_seconds: float, synchronous: str) -> None:
+    """Apply the settings Taskboard needs on `engine`'s database."""
+    if engine.dialect.name == "sqlite":
+        synchronous = str(synchronous).upper()
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(
+                f"SQLITE_SYNCHRONOUS is {synchronous!r}; use one of {', '.join(SYNCHRONOUS_MODES)}"
+            )
+        _configure_sqlite(engine, busy_timeout_seconds, synchronous)
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_seconds: float, synchronous: str) -> None:
+    # pysqlite opens transactions on its own schedule; taking that over lets a
+    # write transaction begin with BEGIN IMMEDIATE. A deferred transaction that
+    # reads and then writes fails at once with "database is locked" when
+    # another writer got in between, whatever the busy timeout.
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, connection_record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection):
+        if connection.get_execution_options().get("taskboard_write"):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")

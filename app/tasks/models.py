@@ -1,0 +1,221 @@
+"""Task and TaskEvent rows, with the CHECK constraints that back the invariants."""
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+
+from .errors import InvalidTransition
+from .lifecycle import (
+    TERMINAL_STATUSES,
+    EventKind,
+    EventLevel,
+    TaskStatus,
+    Transition,
+    sources,
+    target,
+)
+from .timeutil import UTCDateTime, isoformat
+
+# BIGINT on PostgreSQL; SQLite only autoincrements an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+def _sql_in(column: str, values) -> str:
+    return f"{column} IN ({', '.join(repr(str(v)) for v in sorted(values))})"
+
+
+_TERMINAL_SQL = _sql_in("status", TERMINAL_STATUSES)
+
+MAX_PRIORITY = 100
+MAX_ATTEMPTS_LIMIT = 100
+
+
+class Task(db.Model):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        CheckConstraint(_sql_in("status", TaskStatus), name="status_valid"),
+        CheckConstraint(
+            f"attempts >= 0 AND max_attempts >= 1 AND max_attempts <= {MAX_ATTEMPTS_LIMIT} "
+            "AND attempts <= max_attempts",
+            name="attempts_range",
+        ),
+        CheckConstraint(
+            "(status = 'PROCESSING' AND locked_by IS NOT NULL AND lease_expires_at IS NOT NULL) "
+            "OR (status <> 'PROCESSING' AND locked_by IS NULL AND lease_expires_at IS NULL)",
+            name="lease_only_processing",
+        ),
+        CheckConstraint(
+            f"({_TERMINAL_SQL} AND finished_at IS NOT NULL) "
+            f"OR (NOT {_TERMINAL_SQL} AND finished_at IS NULL)",
+            name="finished_only_terminal",
+        ),
+        CheckConstraint("result IS NULL OR status = 'SUCCEEDED'", name="result_only_succeeded"),
+        CheckConstraint(
+            "(started_at IS NULL OR started_at >= created_at) "
+            "AND (finished_at IS NULL OR finished_at >= created_at) "
+            "AND (finished_at IS NULL OR started_at IS NULL OR finished_at >= started_at)",
+            name="timestamps_ordered",
+        ),
+        CheckConstraint("progress >= 0 AND progress <= 100", name="progress_range"),
+        CheckConstraint(
+            f"priority >= -{MAX_PRIORITY} AND priority <= {MAX_PRIORITY}", name="priority_range"
+        ),
+        CheckConstraint("timeout_seconds > 0", name="timeout_positive"),
+        # The claim query: due tasks by priority, then run_at, then id.
+        Index("ix_tasks_claim", "status", "run_at", "priority"),
+        Index("ix_tasks_lease_expires_at", "lease_expires_at"),
+        Index("ix_tasks_created_at", "created_at"),
+        Index("ix_tasks_type", "type"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    params: Mapped[dict] = mapped_column(JSON)
+    queue: Mapped[str] = mapped_column(String(100), default="default")
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.PENDING)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    timeout_seconds: Mapped[float] = mapped_column(Float)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    progress_message: Mapped[str | None] = mapped_column(String(200))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    locked_by: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at = mapped_column(UTCDateTime)
+    created_at = mapped_column(UTCDateTime, nullable=False)
+    run_at = mapped_column(UTCDateTime, nullable=False)
+    started_at = mapped_column(UTCDateTime)
+    finished_at = mapped_column(UTCDateTime)
+    result = mapped_column(JSON(none_as_null=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_traceback: Mapped[str | None] = mapped_column(Text)
+
+    events = relationship(
+        "TaskEvent",
+        back_populates="task",
+        order_by="TaskEvent.id",
+        passive_deletes=True,
+        lazy="dynamic",
+    )
+
+    def __repr__(self):
+        return f"<Task {self.id} {self.type} {self.status}>"
+
+    # Entity checks. Each raises InvalidTransition when the task's current
+    # status does not allow the move; queue.py calls them before its guarded
+    # UPDATE, which repeats the same check in SQL against concurrent changes.
+
+    def check(self, transition: Transition) -> TaskStatus:
+        """Raise InvalidTransition unless `transition` is allowed now; return its target."""
+        if self.status not in sources(transition):
+            raise InvalidTransition(self.id, self.status, transition.value, sources(transition))
+        return target(transition)
+
+    def start(self) -> TaskStatus:
+        return self.check(Transition.START)
+
+    def succeed(self) -> TaskStatus:
+        return self.check(Transition.SUCCEED)
+
+    def schedule_retry(self) -> TaskStatus:
+        return self.check(Transition.SCHEDULE_RETRY)
+
+    def fail(self) -> TaskStatus:
+        return self.check(Transition.FAIL)
+
+    def cancel(self) -> TaskStatus:
+        return self.check(Transition.CANCEL)
+
+    def requeue(self) -> TaskStatus:
+        return self.check(Transition.REQUEUE)
+
+    @property
+    def is_terminal(self) -> bool:
+        return TaskStatus(self.status).is_terminal
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.status in sources(Transition.CANCEL) and not self.cancel_requested
+
+    @property
+    def can_retry(self) -> bool:
+        return self.status in sources(Transition.REQUEUE)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Seconds from the start of the latest attempt to the end, if both happened."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "params": self.params,
+            "status": self.status,
+            "queue": self.queue,
+            "priority": self.priority,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "progress": self.progress,
+            "progress_message": self.progress_message,
+            "cancel_requested": self.cancel_requested,
+            "created_at": isoformat(self.created_at),
+            "run_at": isoformat(self.run_at),
+            "started_at": isoformat(self.started_at),
+            "finished_at": isoformat(self.finished_at),
+            "result": self.result,
+            "error": self.last_error,
+        }
+
+
+class TaskEvent(db.Model):
+    __tablename__ = "task_events"
+    __table_args__ = (
+        CheckConstraint(_sql_in("kind", EventKind), name="kind_valid"),
+        CheckConstraint(_sql_in("level", EventLevel), name="level_valid"),
+        Index("ix_task_events_task_id_id", "task_id", "id"),
+        Index("ix_task_events_kind_id", "kind", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    task_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(20))
+    level: Mapped[str] = mapped_column(String(10), default=EventLevel.INFO)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at = mapped_column(UTCDateTime, nullable=False)
+
+    task = relationship("Task", back_populates="events")
+
+    def __repr__(self):
+        return f"<TaskEvent {self.id} task={self.task_id} {self.kind}>"
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "task_id": self.task_id,
+            "kind": self.kind,
+            "level": self.level,
+            "attempt": self.attempt,
+            "worker_id": self.worker_id,
+            "message": self.message,
+            "created_at": isoformat(self.created_at),
+        }

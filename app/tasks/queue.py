@@ -1,0 +1,587 @@
+"""Queue operations: every change of a task's status.
+
+Each operation is one transaction that performs a guarded UPDATE (the WHERE
+clause repeats the statuses the transition may start from, and the lease owner
+where a worker acts) and writes the event row that records the change. When
+the guard matches no row, the operation raises instead of writing anything.
+Views, the JSON API, the worker and tests all go through these functions.
+"""
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import case, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+
+from . import signals
+from .backoff import retry_delay
+from .errors import InvalidResult, InvalidTransition, LeaseLost, TaskError, TaskNotFound
+from .lifecycle import (
+    CLAIMABLE_STATUSES,
+    KIND_LEVELS,
+    EventKind,
+    EventLevel,
+    TaskStatus,
+    Transition,
+    sources,
+)
+from .models import MAX_ATTEMPTS_LIMIT, Task, TaskEvent
+from .registry import registry
+from .submission import validate_submission
+from .timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+tasks_table = Task.__table__
+events_table = TaskEvent.__table__
+
+MAX_MESSAGE_LENGTH = 10_000
+MAX_PROGRESS_MESSAGE_LENGTH = 200
+WORKER_LOST = "WorkerLost"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One attempt of a task, held by one worker until it completes or its lease runs out."""
+
+    task_id: int
+    type: str
+    params: dict
+    attempt: int
+    max_attempts: int
+    timeout_seconds: float
+    worker_id: str
+
+
+class RetryLimitReached(TaskError):
+    def __init__(self, task_id: int):
+        self.task_id = task_id
+        super().__init__(
+            f"cannot retry task {task_id}: it has used the maximum of {MAX_ATTEMPTS_LIMIT} attempts"
+        )
+
+
+def _setting(name: str):
+    return current_app.config[name]
+
+
+@contextmanager
+def _transaction():
+    """Run the body in one write transaction and commit it, or roll it back on error.
+
+    A read transaction the caller left open is committed first, so that the
+    write starts on fresh data. On SQLite the write transaction begins with
+    BEGIN IMMEDIATE (see app/database.py), so two writers queue on the busy
+    timeout instead of failing when one upgrades a read lock.
+    """
+    session = db.session()
+    if session.in_transaction():
+        session.commit()
+    session.connection(execution_options={"taskboard_write": True})
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def _event_row(task_id, kind: EventKind, *, attempt: int, message: str, now: datetime,
+               worker_id: str | None = None, level: EventLevel | None = None) -> dict:
+    return {
+        "task_id": task_id,
+        "kind": kind.value,
+        "level": (level or KIND_LEVELS[kind]).value,
+        "attempt": attempt,
+        "worker_id": worker_id,
+        "message": message[:MAX_MESSAGE_LENGTH],
+        "created_at": now,
+    }
+
+
+def _write_events(session, rows: list[dict]) -> None:
+    if rows:
+        session.execute(insert(events_table), rows)
+
+
+def _guarded_update(session, task_id, transition: Transition, values: Mapping, *conditions) -> bool:
+    """UPDATE one task if its status allows `transition`; return whether a row changed."""
+    statement = (
+        update(tasks_table)
+        .where(tasks_table.c.id == task_id, tasks_table.c.status.in_(sources(transition)), *conditions)
+        .values(**values)
+    )
+    return session.execute(statement).rowcount == 1
+
+
+def _load(session, task_id) -> Task:
+    task = session.get(Task, task_id, populate_existing=True)
+    if task is None:
+        raise TaskNotFound(task_id)
+    return task
+
+
+def _notify(signal, **kwargs) -> None:
+    signal.send(current_app._get_current_object(), **kwargs)
+
+
+# Submitting
+
+
+def submit(data: Mapping, *, source: str = "code", now: datetime | None = None) -> tuple[Task, bool]:
+    """Validate and store a new PENDING task; return it and whether it was created.
+
+    `data` has the fields of the JSON API (type, params, priority,
+    delay_seconds, max_attempts, timeout_seconds, queue, idempotency_key).
+    Raise ValidationError, naming every invalid field, before anything is
+    written. A submission whose idempotency key was used before returns the
+    task of the first one, with created=False, and writes nothing.
+    """
+    submission = validate_submission(data)
+    task_type = registry.get(submission.type)
+    now = now or utcnow()
+
+    if submission.idempotency_key is not None:
+        existing = _find_by_idempotency_key(submission.idempotency_key)
+        if existing is not None:
+            return existing, False
+
+    run_at = now + timedelta(seconds=submission.delay_seconds)
+    task = Task(
+        type=submission.type,
+        params=submission.params,
+        queue=submission.queue,
+        status=TaskStatus.PENDING.value,
+        priority=submission.priority,
+        attempts=0,
+        max_attempts=(
+            submission.max_attempts
+            or task_type.max_attempts
+            or _setting("DEFAULT_MAX_ATTEMPTS")
+        ),
+        timeout_seconds=(
+            submission.timeout_seconds
+            or task_type.timeout_seconds
+            or _setting("DEFAULT_TIMEOUT_SECONDS")
+        ),
+        progress=0,
+        cancel_requested=False,
+        idempotency_key=submission.idempotency_key,
+        created_at=now,
+        run_at=run_at,
+    )
+    message = f"Submitted from {source}"
+    if run_at > now:
+        message += f"; due at {run_at.isoformat(timespec='seconds')}"
+
+    try:
+        with _transaction() as session:
+            session.add(task)
+            session.flush()
+            _write_events(session, [_event_row(task.id, EventKind.SUBMITTED, attempt=0,
+                                               message=message, now=now)])
+    except IntegrityError:
+        # Two submissions with the same key raced; the unique index let one in.
+        if submission.idempotency_key is None:
+            raise
+        existing = _find_by_idempotency_key(submission.idempotency_key)
+        if existing is None:
+            raise
+        return existing, False
+
+    log.info("Task %s submitted (%s) from %s", task.id, task.type, source,
+             extra={"task_id": task.id, "event": "submitted"})
+    _notify(signals.task_submitted, task_id=task.id, run_at=run_at)
+    return task, True
+
+
+def _find_by_idempotency_key(key: str) -> Task | None:
+    return db.session.scalar(select(Task).where(Task.idempotency_key == key))
+
+
+# Worker operations
+
+
+def claim(worker_id: str, limit: int, *, queues: Iterable[str] | None = None,
+          now: datetime | None = None) -> list[Claim]:
+    """Move up to `limit` due tasks to PROCESSING for `worker_id` and return the claims.
+
+    Due tasks are PENDING or RETRYING with run_at in the past, taken by
+    priority (highest first), then run_at, then id. The selection and the
+    UPDATE are one statement in one transaction: on PostgreSQL the rows are
+    locked with FOR UPDATE SKIP LOCKED, and SQLite allows one writer at a
+    time, so two workers never claim the same attempt.
+    """
+    if limit <= 0:
+        return []
+    now = now or utcnow()
+    lease_expires_at = now + timedelta(seconds=_setting("LEASE_SECONDS"))
+    t = tasks_table
+
+    due = select(t.c.id).where(t.c.status.in_(CLAIMABLE_STATUSES), t.c.run_at <= now)
+    if queues:
+        due = due.where(t.c.queue.in_(list(queues)))
+    due = (
+        due.order_by(t.c.priority.desc(), t.c.run_at, t.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("due")
+    )
+    statement = (
+        update(t)
+        .where(t.c.id == due.c.id, t.c.status.in_(CLAIMABLE_STATUSES))
+        .values(
+            status=TaskStatus.PROCESSING.value,
+            attempts=t.c.attempts + 1,
+            locked_by=worker_id,
+            lease_expires_at=lease_expires_at,
+            started_at=now,
+            progress=0,
+            progress_message=None,
+        )
+        .returning(t.c.id, t.c.type, t.c.params, t.c.attempts, t.c.max_attempts,
+                   t.c.timeout_seconds, t.c.priority, t.c.run_at)
+    )
+
+    with _transaction() as session:
+        rows = session.execute(statement).all()
+        rows.sort(key=lambda row: (-row.priority, row.run_at, row.id))
+        _write_events(session, [
+            _event_row(row.id, EventKind.STARTED, attempt=row.attempts, worker_id=worker_id,
+                       message=f"Attempt {row.attempts} of {row.max_attempts} started", now=now)
+            for row in rows
+        ])
+
+    return [
+        Claim(task_id=row.id, type=row.type, params=row.params or {}, attempt=row.attempts,
+              max_attempts=row.max_attempts, timeout_seconds=row.timeout_seconds,
+              worker_id=worker_id)
+        for row in rows
+    ]
+
+
+def _held_by(worker_id: str, attempt: int):
+    """SQL conditions that hold while `worker_id` still owns `attempt` of a task."""
+    return (
+        tasks_table.c.status == TaskStatus.PROCESSING.value,
+        tasks_table.c.locked_by == worker_id,
+        tasks_table.c.attempts == attempt,
+    )
+
+
+def encode_result(result) -> None:
+    """Raise InvalidResult unless `result` can be stored as JSON within MAX_RESULT_BYTES."""
+    try:
+        encoded = json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidResult(f"the handler returned a result that is not JSON: {error}") from None
+    limit = _setting("MAX_RESULT_BYTES")
+    if len(encoded.encode()) > limit:
+        raise InvalidResult(
+            f"the handler returned {len(encoded.encode())} bytes of JSON; "
+            f"the limit is {limit} (MAX_RESULT_BYTES)"
+        )
+
+
+def succeed(claim: Claim, result, *, now: datetime | None = None) -> None:
+    """Record that the claimed attempt returned `result`: PROCESSING to SUCCEEDED.
+
+    Raise InvalidResult if `result` cannot be stored (nothing is written), and
+    LeaseLost if the worker no longer holds the attempt (the late result is
+    rejected).
+    """
+    encode_result(result)
+    now = now or utcnow()
+    values = dict(
+        status=TaskStatus.SUCCEEDED.value,
+        result=result,
+        finished_at=now,
+        locked_by=None,
+        lease_expires_at=None,
+        progress=100,
+    )
+    with _transaction() as session:
+        if not _guarded_update(session, claim.task_id, Transition.SUCCEED, values,
+                               *_held_by(claim.worker_id, claim.attempt)):
+            raise LeaseLost(claim.task_id, claim.worker_id, claim.attempt)
+        _write_events(session, [_event_row(
+            claim.task_id, EventKind.SUCCEEDED, attempt=claim.attempt, worker_id=claim.worker_id,
+            message=f"Attempt {claim.attempt} succeeded", now=now)])
+
+    log.info("Task %s succeeded on attempt %s", claim.task_id, claim.attempt,
+             extra={"task_id": claim.task_id, "worker_id": claim.worker_id, "event": "succeeded"})
+
+
+@dataclass(frozen=True)
+class _FailedAttemptOutcome:
+    transition: Transition
+    kind: EventKind
+    values: dict
+    message: str
+
+
+def _outcome_of_failed_attempt(*, task_id, attempt: int, max_attempts: int, cancel_requested: bool,
+                               retryable: bool, error: str, traceback: str | None,
+                               now: datetime) -> _FailedAttemptOutcome:
+    """Decide what follows a failed attempt: CANCELLED, RETRYING with backoff, or FAILED."""
+    values = dict(locked_by=None, lease_expires_at=None, last_error=error, last_traceback=traceback)
+    header = f"Attempt {attempt} of {max_attempts} failed: {error}"
+
+    if cancel_requested:
+        values.update(status=TaskStatus.CANCELLED.value, finished_at=now)
+        return _FailedAttemptOutcome(Transition.CANCEL, EventKind.CANCELLED, values,
+                                     f"{header}; cancelled, as a person asked")
+
+    if retryable and attempt < max_attempts:
+        delay = retry_delay(attempt, _setting("RETRY_BACKOFF_BASE"), _setting("RETRY_BACKOFF_MAX"))
+        values.update(status=TaskStatus.RETRYING.value, run_at=now + timedelta(seconds=delay))
+        return _FailedAttemptOutcome(Transition.SCHEDULE_RETRY, EventKind.RETRY_SCHEDULED, values,
+                                     f"{header}; retrying in {delay:.1f} s")
+
+    reason = "no attempts left" if retryable else "the error is not retryable"
+    values.update(status=TaskStatus.FAILED.value, finished_at=now)
+    return _FailedAttemptOutcome(Transition.FAIL, EventKind.FAILED, values, f"{header}; {reason}")
+
+
+def _log_outcome(outcome: _FailedAttemptOutcome, task_id, worker_id) -> None:
+    extra = {"task_id": task_id, "worker_id": worker_id, "event": outcome.kind.value}
+    if outcome.kind is EventKind.FAILED:
+        log.error("Task %s: %s", task_id, outcome.message, extra=extra)
+    else:
+        log.warning("Task %s: %s", task_id, outcome.message, extra=extra)
+
+
+def fail(claim: Claim, error: str, traceback: str | None = None, *, retryable: bool = True,
+         now: datetime | None = None) -> TaskStatus:
+    """Record that the claimed attempt failed with `error`; return the task's new status.
+
+    The task moves to RETRYING (with backoff) while attempts remain and the
+    error is retryable, to CANCELLED if a person asked it to stop, and to
+    FAILED otherwise. Raise LeaseLost if the worker no longer holds the attempt.
+    """
+    now = now or utcnow()
+    held = _held_by(claim.worker_id, claim.attempt)
+    with _transaction() as session:
+        row = session.execute(
+            select(tasks_table.c.max_attempts, tasks_table.c.cancel_requested)
+            .where(tasks_table.c.id == claim.task_id, *held)
+        ).one_or_none()
+        if row is None:
+            raise LeaseLost(claim.task_id, claim.worker_id, claim.attempt)
+
+        outcome = _outcome_of_failed_attempt(
+            task_id=claim.task_id, attempt=claim.attempt, max_attempts=row.max_attempts,
+            cancel_requested=row.cancel_requested, retryable=retryable, error=error,
+            traceback=traceback, now=now)
+        if not _guarded_update(session, claim.task_id, outcome.transition, outcome.values, *held):
+            raise LeaseLost(claim.task_id, claim.worker_id, claim.attempt)
+        _write_events(session, [_event_row(
+            claim.task_id, outcome.kind, attempt=claim.attempt, worker_id=claim.worker_id,
+            message=outcome.message, now=now)])
+
+    _log_outcome(outcome, claim.task_id, claim.worker_id)
+    return TaskStatus(outcome.values["status"])
+
+
+def extend_leases(worker_id: str, claims: Iterable[Claim], *,
+                  now: datetime | None = None) -> dict[int, bool]:
+    """Renew the leases of the attempts `worker_id` still holds.
+
+    Return {task_id: cancel_requested} for each attempt still held; an attempt
+    missing from the result was lost (its lease expired and it was recovered).
+    """
+    claims = list(claims)
+    if not claims:
+        return {}
+    now = now or utcnow()
+    t = tasks_table
+    statement = (
+        update(t)
+        .where(t.c.id.in_([c.task_id for c in claims]), t.c.locked_by == worker_id,
+               t.c.status == TaskStatus.PROCESSING.value)
+        .values(lease_expires_at=now + timedelta(seconds=_setting("LEASE_SECONDS")))
+        .returning(t.c.id, t.c.attempts, t.c.cancel_requested)
+    )
+    attempts = {c.task_id: c.attempt for c in claims}
+    with _transaction() as session:
+        rows = session.execute(statement).all()
+    return {row.id: row.cancel_requested for row in rows if attempts.get(row.id) == row.attempts}
+
+
+def report_progress(claim: Claim, percent: int, message: str | None = None) -> bool:
+    """Store the progress of a running attempt; return whether a person asked it to stop.
+
+    Raise LeaseLost if the worker no longer holds the attempt.
+    """
+    percent = max(0, min(100, int(percent)))
+    if message is not None:
+        message = str(message)[:MAX_PROGRESS_MESSAGE_LENGTH]
+    t = tasks_table
+    statement = (
+        update(t)
+        .where(t.c.id == claim.task_id, *_held_by(claim.worker_id, claim.attempt))
+        .values(progress=percent, progress_message=message)
+        .returning(t.c.cancel_requested)
+    )
+    with _transaction() as session:
+        cancel_flag = session.execute(statement).scalar_one_or_none()
+    if cancel_flag is None:
+        raise LeaseLost(claim.task_id, claim.worker_id, claim.attempt)
+    return cancel_flag
+
+
+def write_log(task_id: int, message: str, *, level: EventLevel | str = EventLevel.INFO,
+              attempt: int = 0, worker_id: str | None = None,
+              now: datetime | None = None) -> None:
+    """Append a `log` event to a task's history."""
+    level = EventLevel(str(level).lower())
+    with _transaction() as session:
+        _write_events(session, [_event_row(task_id, EventKind.LOG, attempt=attempt,
+                                           worker_id=worker_id, message=str(message),
+                                           level=level, now=now or utcnow())])
+
+
+def recover_expired_leases(*, now: datetime | None = None, limit: int = 100) -> int:
+    """Count each PROCESSING task whose lease ran out as a failed attempt ("worker lost").
+
+    The task is retried, failed or cancelled by the same rules as any failed
+    attempt. Return how many tasks were recovered. A late outcome from the
+    lost worker is rejected afterwards because it no longer holds the attempt.
+    """
+    now = now or utcnow()
+    t = tasks_table
+    recovered = 0
+    with _transaction() as session:
+        rows = session.execute(
+            select(t.c.id, t.c.attempts, t.c.max_attempts, t.c.cancel_requested, t.c.locked_by,
+                   t.c.lease_expires_at)
+            .where(t.c.status == TaskStatus.PROCESSING.value, t.c.lease_expires_at < now)
+            .order_by(t.c.lease_expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+
+        for row in rows:
+            error = (f"{WORKER_LOST}: worker lost; {row.locked_by} stopped renewing its lease, "
+                     f"which expired at {row.lease_expires_at.isoformat(timespec='seconds')}")
+            outcome = _outcome_of_failed_attempt(
+                task_id=row.id, attempt=row.attempts, max_attempts=row.max_attempts,
+                cancel_requested=row.cancel_requested, retryable=True, error=error,
+                traceback=None, now=now)
+            changed = _guarded_update(session, row.id, outcome.transition, outcome.values,
+                                      *_held_by(row.locked_by, row.attempts),
+                                      t.c.lease_expires_at < now)
+            if not changed:
+                continue
+            recovered += 1
+            _write_events(session, [
+                _event_row(row.id, EventKind.LEASE_EXPIRED, attempt=row.attempts,
+                           worker_id=row.locked_by, now=now,
+                           message=f"Lease of {row.locked_by} expired; the attempt is lost"),
+                _event_row(row.id, outcome.kind, attempt=row.attempts, worker_id=row.locked_by,
+                           message=outcome.message, now=now),
+            ])
+            log.warning("Task %s: lease of worker %s expired", row.id, row.locked_by,
+                        extra={"task_id": row.id, "worker_id": row.locked_by,
+                               "event": "lease_expired"})
+            _log_outcome(outcome, row.id, row.locked_by)
+    return recovered
+
+
+# Operations a person starts
+
+
+def cancel(task_id: int, *, source: str = "code", now: datetime | None = None) -> Task:
+    """Cancel a waiting task, or ask a running one to stop; return the task.
+
+    PENDING and RETRYING tasks become CANCELLED at once. A PROCESSING task is
+    flagged: its handler sees the request through its context, and the
+    worker records CANCELLED when the handler stops. Asking again while the
+    request stands changes nothing. Raise InvalidTransition from any other
+    status, TaskNotFound for an unknown id.
+    """
+    now = now or utcnow()
+    with _transaction() as session:
+        task = _load(session, task_id)
+        task.cancel()
+
+        if task.status == TaskStatus.PROCESSING:
+            if task.cancel_requested:
+                return task
+            changed = session.execute(
+                update(tasks_table)
+                .where(tasks_table.c.id == task_id,
+                       tasks_table.c.status == TaskStatus.PROCESSING.value)
+                .values(cancel_requested=True)
+            ).rowcount == 1
+            event = _event_row(task_id, EventKind.LOG, attempt=task.attempts, now=now,
+                               level=EventLevel.WARNING,
+                               message=f"Cancellation requested from {source}; "
+                                       "the running handler is asked to stop")
+        else:
+            changed = _guarded_update(
+                session, task_id, Transition.CANCEL,
+                dict(status=TaskStatus.CANCELLED.value, finished_at=now),
+                tasks_table.c.status.in_(CLAIMABLE_STATUSES))
+            event = _event_row(task_id, EventKind.CANCELLED, attempt=task.attempts, now=now,
+                               message=f"Cancelled by a person from {source}")
+        if not changed:
+            task = _load(session, task_id)
+            raise InvalidTransition(task_id, task.status, "cancel", sources(Transition.CANCEL))
+        _write_events(session, [event])
+
+    running = event["kind"] == EventKind.LOG
+    log.info("Task %s %s from %s", task_id,
+             "asked to stop" if running else "cancelled", source,
+             extra={"task_id": task_id, "event": "cancel_requested" if running else "cancelled"})
+    if running:
+        _notify(signals.cancel_requested, task_id=task_id)
+    return _reload(task_id)
+
+
+def retry(task_id: int, *, source: str = "code", now: datetime | None = None) -> Task:
+    """Requeue a FAILED or CANCELLED task as PENDING, due now; return it.
+
+    A task that used all its attempts gets one more. Raise InvalidTransition
+    from any other status, TaskNotFound for an unknown id.
+    """
+    now = now or utcnow()
+    t = tasks_table
+    with _transaction() as session:
+        task = _load(session, task_id)
+        task.requeue()
+        if task.attempts >= MAX_ATTEMPTS_LIMIT:
+            raise RetryLimitReached(task_id)
+
+        values = dict(
+            status=TaskStatus.PENDING.value,
+            run_at=now,
+            finished_at=None,
+            cancel_requested=False,
+            progress=0,
+            progress_message=None,
+            max_attempts=case((t.c.attempts >= t.c.max_attempts, t.c.attempts + 1),
+                              else_=t.c.max_attempts),
+        )
+        if not _guarded_update(session, task_id, Transition.REQUEUE, values):
+            task = _load(session, task_id)
+            raise InvalidTransition(task_id, task.status, "retry", sources(Transition.REQUEUE))
+        _write_events(session, [_event_row(
+            task_id, EventKind.REQUEUED, attempt=task.attempts, now=now,
+            message=f"Retried by a person from {source}; attempt {task.attempts + 1} is due now")])
+
+    log.info("Task %s requeued from %s", task_id, source,
+             extra={"task_id": task_id, "event": "requeued"})
+    _notify(signals.task_submitted, task_id=task_id, run_at=now)
+    return _reload(task_id)
+
+
+def _reload(task_id: int) -> Task:
+    return _load(db.session, task_id)

@@ -1,0 +1,84 @@
+"""What a handler receives as its first argument."""
+
+import logging
+import threading
+
+from app.tasks import TaskCancelled, queue
+from app.tasks.errors import LeaseLost
+from app.tasks.queue import Claim
+
+log = logging.getLogger(__name__)
+
+
+class TaskContext:
+    """The running attempt, as its handler sees it.
+
+    A handler reports progress with `progress()`, writes log lines that become
+    `log` events with `log()`, and checks `cancelled` (or calls `wait()`,
+    which returns early) to stop when a person cancels the task, the attempt
+    times out or the worker loses its lease.
+    """
+
+    def __init__(self, claim: Claim):
+        self.claim = claim
+        self._stop = threading.Event()
+        self.stop_reason: str | None = None
+        self.abandoned = False
+
+    @property
+    def task_id(self) -> int:
+        return self.claim.task_id
+
+    @property
+    def attempt(self) -> int:
+        return self.claim.attempt
+
+    @property
+    def max_attempts(self) -> int:
+        return self.claim.max_attempts
+
+    @property
+    def worker_id(self) -> str:
+        return self.claim.worker_id
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the handler should stop: cancelled, timed out or lease lost."""
+        return self._stop.is_set()
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            self._stop.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; return True at once if the handler should stop."""
+        return self._stop.wait(seconds)
+
+    def check_cancelled(self) -> None:
+        """Raise TaskCancelled if the handler should stop."""
+        if self._stop.is_set():
+            raise TaskCancelled(self.stop_reason or "cancelled")
+
+    def progress(self, percent: float, message: str | None = None) -> None:
+        """Store progress from 0 to 100, with a short message shown beside the bar.
+
+        Raise LeaseLost once the worker no longer holds this attempt, so a
+        handler that outlived its timeout stops at its next report.
+        """
+        try:
+            if queue.report_progress(self.claim, percent, message):
+                self.request_stop("cancelled by a person")
+        except LeaseLost:
+            self.request_stop("the attempt is no longer held by this worker")
+            raise
+
+    def log(self, message: str, level: str = "info") -> None:
+        """Write a line to the task's event log, at level debug, info, warning or error."""
+        queue.write_log(
+            self.task_id,
+            message,
+            level=level,
+            attempt=self.attempt,
+            worker_id=self.worker_id,
+        )

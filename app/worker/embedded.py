@@ -1,0 +1,46 @@
+"""Decide whether a process runs the worker inside the web application."""
+
+import atexit
+import logging
+
+import click
+from flask import Flask
+from flask.helpers import get_debug_flag
+from werkzeug.serving import is_running_from_reloader
+
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def should_run_embedded_worker(app: Flask) -> bool:
+    """Return whether this process serves requests and should run a worker too.
+
+    Yes for `flask run` (in the reloader's child process only, so the debug
+    reloader does not start a second one) and for a WSGI server such as
+    gunicorn. No for tests, for every other `flask` command (`db upgrade`,
+    `shell`, `worker`) and when EMBEDDED_WORKER is false. A second worker
+    started by mistake would still be safe, because claims are atomic, but it
+    would double the polling.
+    """
+    if not app.config["EMBEDDED_WORKER"] or app.config.get("TESTING"):
+        return False
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return True
+    if context.info_name != "run":
+        return False
+    reload = context.params.get("reload")
+    if reload is None:
+        reload = get_debug_flag()
+    return not reload or is_running_from_reloader()
+
+
+def start_embedded_worker_if_serving(app: Flask) -> Worker | None:
+    if not should_run_embedded_worker(app):
+        return None
+    worker = Worker(app)
+    worker.start()
+    app.extensions["taskboard.worker"] = worker
+    atexit.register(worker.stop)
+    return worker

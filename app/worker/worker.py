@@ -1,0 +1,331 @@
+"""The worker: polls for due tasks, runs their handlers and records the outcomes."""
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from flask import Flask
+
+from app.tasks import PermanentError, queue, registry, signals
+from app.tasks.errors import InvalidResult, LeaseLost
+from app.tasks.queue import Claim
+
+from .context import TaskContext
+
+log = logging.getLogger(__name__)
+
+
+def new_worker_id() -> str:
+    """Return an id that names this host and process, unique across restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass
+class _Outcome:
+    result: object = None
+    error: str | None = None
+    traceback: str | None = None
+    retryable: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _RunningAttempt:
+    claim: Claim
+    context: TaskContext
+    started: float = field(default_factory=time.monotonic)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+class Worker:
+    """Claims due tasks and runs up to `concurrency` of them at once.
+
+    An APScheduler background scheduler runs two jobs: a poll every
+    `poll_interval` seconds (sooner when woken) that recovers expired leases
+    and claims as many tasks as there are free slots, and a heartbeat that
+    renews the leases of running attempts. Each attempt runs in a thread pool
+    of `concurrency` threads; its handler runs in a thread of its own, so that
+    an attempt that passes its timeout can be recorded as failed and its slot
+    freed even if the handler never returns.
+    """
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        concurrency: int | None = None,
+        poll_interval: float | None = None,
+        queues: list[str] | None = None,
+        worker_id: str | None = None,
+    ):
+        config = app.config
+        self.app = app
+        self.id = worker_id or new_worker_id()
+        self.concurrency = int(concurrency or config["WORKER_CONCURRENCY"])
+        self.poll_interval = float(poll_interval or config["WORKER_POLL_INTERVAL"])
+        self.heartbeat_interval = float(config["HEARTBEAT_INTERVAL"])
+        self.queues = list(queues) if queues else None
+        if self.concurrency < 1:
+            raise ValueError(f"worker concurrency must be at least 1, got {self.concurrency}")
+        if self.poll_interval <= 0:
+            raise ValueError(f"poll interval must be positive, got {self.poll_interval}")
+        if self.heartbeat_interval >= config["LEASE_SECONDS"]:
+            raise ValueError(
+                f"HEARTBEAT_INTERVAL ({self.heartbeat_interval:g} s) must be shorter than "
+                f"LEASE_SECONDS ({config['LEASE_SECONDS']:g} s), or leases expire between beats"
+            )
+
+        self._running: dict[int, _RunningAttempt] = {}
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="taskboard-attempt"
+        )
+        self._scheduler = BackgroundScheduler(
+            timezone=UTC,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        self._polling = False
+        self._wake_pending = False
+        self._stopping = threading.Event()
+        self._started = False
+
+    # Life cycle
+
+    def start(self) -> None:
+        """Start polling and heartbeats in background threads; return at once."""
+        now = datetime.now(UTC)
+        self._scheduler.add_job(
+            self._poll, "interval", seconds=self.poll_interval, id="poll", next_run_time=now
+        )
+        self._scheduler.add_job(
+            self._heartbeat, "interval", seconds=self.heartbeat_interval, id="heartbeat"
+        )
+        signals.task_submitted.connect(self._on_task_submitted, sender=self.app)
+        signals.cancel_requested.connect(self._on_cancel_requested, sender=self.app)
+        self._scheduler.start()
+        self._started = True
+        log.info(
+            "Worker %s started: concurrency %s, poll every %g s, queues %s",
+            self.id, self.concurrency, self.poll_interval, ", ".join(self.queues or ["all"]),
+            extra={"worker_id": self.id, "event": "worker_started"},
+        )
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming, then wait up to `timeout` seconds for running attempts.
+
+        Attempts still running after that keep their claim until the lease
+        expires; lease recovery then counts them as lost.
+        """
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if timeout is None:
+            timeout = float(self.app.config["SHUTDOWN_GRACE_SECONDS"])
+        signals.task_submitted.disconnect(self._on_task_submitted, sender=self.app)
+        signals.cancel_requested.disconnect(self._on_cancel_requested, sender=self.app)
+        if self._started:
+            self._scheduler.shutdown(wait=True)
+
+        deadline = time.monotonic() + timeout
+        while self.running_count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        unfinished = self.running_count
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if unfinished:
+            # TODO: release unfinished attempts back to the queue at once instead
+            # of leaving them to lease recovery, once stop() gets a release operation.
+            log.warning(
+                "Worker %s stopped with %s attempts still running; they are recovered "
+                "when their leases expire",
+                self.id, unfinished, extra={"worker_id": self.id, "event": "worker_stopped"},
+            )
+        else:
+            log.info("Worker %s stopped", self.id,
+                     extra={"worker_id": self.id, "event": "worker_stopped"})
+
+    @property
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    def wake(self) -> None:
+        """Poll now instead of at the next interval."""
+        self._wake_pending = True
+        if self._polling or self._stopping.is_set() or not self._started:
+            return
+        try:
+            self._scheduler.modify_job("poll", next_run_time=datetime.now(UTC))
+        except Exception:  # the scheduler is shutting down; the next start polls anyway
+            log.debug("Could not wake worker %s", self.id, exc_info=True)
+
+    def _on_task_submitted(self, sender, task_id, run_at, **extra):
+        if run_at <= datetime.now(UTC):
+            self.wake()
+
+    def _on_cancel_requested(self, sender, task_id, **extra):
+        with self._lock:
+            running = self._running.get(task_id)
+        if running is not None:
+            running.context.request_stop("cancelled by a person")
+
+    # Scheduled jobs
+
+    def _poll(self) -> None:
+        self._polling = True
+        try:
+            with self.app.app_context():
+                queue.recover_expired_leases()
+                self._claim_while_slots_free()
+        except Exception:
+            log.exception("Worker %s could not poll; it tries again in %g s",
+                          self.id, self.poll_interval, extra={"worker_id": self.id})
+        finally:
+            self._polling = False
+        if self._wake_pending and not self._stopping.is_set():
+            self.wake()
+
+    def poll_once(self) -> int:
+        """Claim and start as many due tasks as there are free slots; return how many."""
+        with self.app.app_context():
+            return self._claim_once()
+
+    def _claim_while_slots_free(self) -> None:
+        while not self._stopping.is_set():
+            self._wake_pending = False
+            free = self.concurrency - self.running_count
+            if free <= 0:
+                return
+            started = self._claim_once(free)
+            if started < free and not self._wake_pending:
+                return
+
+    def _claim_once(self, limit: int | None = None) -> int:
+        if limit is None:
+            limit = self.concurrency - self.running_count
+        claims = queue.claim(self.id, limit, queues=self.queues)
+        for claim in claims:
+            self._start_attempt(claim)
+        return len(claims)
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            running = list(self._running.values())
+        if not running:
+            return
+        try:
+            with self.app.app_context():
+                held = queue.extend_leases(self.id, [r.claim for r in running])
+        except Exception:
+            log.exception("Worker %s could not renew its leases", self.id,
+                          extra={"worker_id": self.id})
+            return
+        for attempt in running:
+            task_id = attempt.claim.task_id
+            if task_id not in held:
+                attempt.context.request_stop("the lease was lost")
+            elif held[task_id]:
+                attempt.context.request_stop("cancelled by a person")
+
+    # Running one attempt
+
+    def _start_attempt(self, claim: Claim) -> None:
+        attempt = _RunningAttempt(claim=claim, context=TaskContext(claim))
+        with self._lock:
+            self._running[claim.task_id] = attempt
+        self._executor.submit(self._run_attempt, attempt)
+
+    def _run_attempt(self, attempt: _RunningAttempt) -> None:
+        claim = attempt.claim
+        try:
+            outcome = self._execute(attempt)
+            with self.app.app_context():
+                self._record(claim, outcome)
+        except Exception:
+            log.exception(
+                "Worker %s could not record the outcome of task %s; it is recovered "
+                "when its lease expires", self.id, claim.task_id,
+                extra={"task_id": claim.task_id, "worker_id": self.id},
+            )
+        finally:
+            with self._lock:
+                self._running.pop(claim.task_id, None)
+            self.wake()
+
+    def _execute(self, attempt: _RunningAttempt) -> _Outcome:
+        """Run the handler in its own thread and wait for it up to the task's timeout."""
+        claim = attempt.claim
+        task_type = registry.get(claim.type)
+        if task_type is None:
+            return _Outcome(
+                error=f"UnknownTaskType: no handler is registered for {claim.type!r} in "
+                      f"worker {self.id}; add its module to TASK_MODULES",
+                retryable=False,
+            )
+
+        outcome = _Outcome()
+        finished = threading.Event()
+
+        def run_handler():
+            try:
+                with self.app.app_context():
+                    result = task_type.handler(attempt.context, **claim.params)
+                outcome.result = result
+            except BaseException as error:  # noqa: BLE001  (the handler's failure is data)
+                outcome.error = _describe(error)
+                outcome.traceback = traceback.format_exc()
+                outcome.retryable = not isinstance(error, PermanentError)
+            finally:
+                finished.set()
+                if attempt.context.abandoned:
+                    self._report_late_handler(claim, outcome)
+
+        thread = threading.Thread(
+            target=run_handler, name=f"taskboard-task-{claim.task_id}", daemon=True
+        )
+        thread.start()
+        if finished.wait(claim.timeout_seconds):
+            return outcome
+
+        attempt.context.abandoned = True
+        attempt.context.request_stop("the attempt timed out")
+        log.warning(
+            "Task %s attempt %s timed out after %g s; its handler thread is abandoned",
+            claim.task_id, claim.attempt, claim.timeout_seconds,
+            extra={"task_id": claim.task_id, "worker_id": self.id, "event": "timed_out"},
+        )
+        return _Outcome(error=f"TaskTimeout: timed out after {claim.timeout_seconds:g} s")
+
+    def _report_late_handler(self, claim: Claim, outcome: _Outcome) -> None:
+        what = "returned" if outcome.ok else f"raised {outcome.error}"
+        log.warning(
+            "Task %s attempt %s %s after its timeout; the outcome was discarded",
+            claim.task_id, claim.attempt, what,
+            extra={"task_id": claim.task_id, "worker_id": self.id, "event": "late_outcome"},
+        )
+
+    def _record(self, claim: Claim, outcome: _Outcome) -> None:
+        try:
+            if outcome.ok:
+                try:
+                    queue.succeed(claim, outcome.result)
+                    return
+                except InvalidResult as error:
+                    outcome = _Outcome(error=_describe(error), retryable=False)
+            queue.fail(claim, outcome.error, outcome.traceback, retryable=outcome.retryable)
+        except LeaseLost as error:
+            log.warning("%s", error,
+                        extra={"task_id": claim.task_id, "worker_id": self.id, "event": "lease_lost"})
