@@ -1,7 +1,52 @@
 """Blueprints: dashboard, task pages, event log and the JSON API."""
 
-from flask import Flask
+import logging
+
+from flask import Flask, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from app.extensions import csrf
+
+log = logging.getLogger(__name__)
+
+# Scripts and styles come only from app/static: no inline script, no CDN.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'self'; "
+    "object-src 'none'"
+)
 
 
 def init_app(app: Flask) -> None:
-    pass
+    from . import api, pages
+
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp, url_prefix="/api")
+    # The API takes only application/json bodies, which a cross-site form
+    # cannot send without a CORS preflight, so it needs no CSRF token.
+    csrf.exempt(api.bp)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(error: HTTPException):
+        if _wants_json():
+            return api.json_error(error)
+        return pages.render_error(error)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected_error(error: Exception):
+        log.exception("Unhandled error on %s %s", request.method, request.path)
+        wrapped = InternalServerError()
+        if _wants_json():
+            return api.json_error(wrapped)
+        return pages.render_error(wrapped)
+
+    @app.after_request
+    def set_security_headers(response):
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+
+def _wants_json() -> bool:
+    return request.path == "/api" or request.path.startswith("/api/")
