@@ -163,7 +163,7 @@ def test_submit_invalid_names_field(client, body, field):
     assert response.status_code == 400
     assert response.is_json
     assert response.json["error"]["status"] == 400
-    assert response.json["error"]["code"] == "validation_failed"
+    assert response.json["error"]["code"] == "invalid"
     assert field in response.json["error"]["fields"]
     assert field in response.json["error"]["message"]
     assert count_rows("tasks") == 0
@@ -364,7 +364,7 @@ def test_list_invalid_query_400(client, query, field):
 
     assert response.status_code == 400
     assert response.is_json
-    assert response.json["error"]["code"] == "validation_failed"
+    assert response.json["error"]["code"] == "invalid"
     assert field in response.json["error"]["fields"]
 
 

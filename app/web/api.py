@@ -47,7 +47,7 @@ class ApiError(HTTPException):
 def invalid_input(fields: dict[str, str]) -> ApiError:
     """Build the 400 error that lists every invalid field with its message."""
     names = ", ".join(fields)
-    return ApiError(400, "validation_failed",
+    return ApiError(400, "invalid",
                     f"The request has invalid fields: {names}. Fix them and send it again.",
                     fields=fields)
 
