@@ -206,6 +206,19 @@ def test_submit_wrong_content_type_415(client, content_type):
     assert count_rows("tasks") == 0
 
 
+def test_submit_body_too_large_413_json(make_app):
+    app = make_app(MAX_CONTENT_LENGTH=1000)
+    client = app.test_client()
+
+    with app.app_context():
+        response = submit(client, {"type": "word_count", "params": {"text": "x" * 2000}})
+
+        assert response.status_code == 413
+        assert response.is_json
+        assert response.json["error"]["code"] == "request_entity_too_large"
+        assert count_rows("tasks") == 0
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "validate_submission accepts a NUL character in idempotency_key: SQLite stores it "
     "and PostgreSQL raises DataError, so the API returns 201 or 500 instead of 400"))
