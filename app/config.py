@@ -54,6 +54,10 @@ RETRY_BACKOFF_MAX = 3600.0
 # Largest result a handler may return, in bytes of JSON.
 MAX_RESULT_BYTES = 1_000_000
 
+# Largest request body, in bytes. word_count takes up to 1,000,000 characters
+# of text, which is up to 4 MB of UTF-8.
+MAX_CONTENT_LENGTH = 8 * 1024 * 1024
+
 # Rows per page on the task table, the event log and the JSON lists.
 PAGE_SIZE = 50
 

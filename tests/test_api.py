@@ -219,9 +219,6 @@ def test_submit_body_too_large_413_json(make_app):
         assert count_rows("tasks") == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "validate_submission accepts a NUL character in idempotency_key: SQLite stores it "
-    "and PostgreSQL raises DataError, so the API returns 201 or 500 instead of 400"))
 def test_submit_key_with_nul_400(client):
     response = submit(client, idempotency_key="key\x00")
 

@@ -48,7 +48,7 @@ class Transition(StrEnum):
     SCHEDULE_RETRY = "schedule_retry"
     FAIL = "fail"
     CANCEL = "cancel"
-    REQUEUE = "requeue"
+    REQUEUE = "retry"
 
 
 # The one table of allowed transitions: name -> (statuses it may start from,

@@ -33,8 +33,11 @@ def status_counts() -> dict[str, int]:
     return counts
 
 
+def _clamp(limit: int) -> int:
+    return max(1, min(limit, MAX_PAGE_SIZE))
+
+
 def _page(statement, id_column, *, before: int | None, limit: int) -> tuple[list, int | None]:
-    limit = max(1, min(limit, MAX_PAGE_SIZE))
     if before is not None:
         statement = statement.where(id_column < before)
     rows = list(db.session.scalars(statement.order_by(id_column.desc()).limit(limit + 1)))
@@ -46,6 +49,7 @@ def _page(statement, id_column, *, before: int | None, limit: int) -> tuple[list
 def list_tasks(*, status: str | None = None, type: str | None = None, queue: str | None = None,
                before: int | None = None, limit: int = 50) -> Page:
     """Return a page of tasks, newest first, filtered by status, type and queue."""
+    limit = _clamp(limit)
     statement = select(Task)
     if status:
         statement = statement.where(Task.status == status)
@@ -61,6 +65,7 @@ def list_tasks(*, status: str | None = None, type: str | None = None, queue: str
 def list_events(*, task_id: int | None = None, kind: str | None = None, level: str | None = None,
                 before: int | None = None, limit: int = 50) -> Page:
     """Return a page of events, newest first, filtered by task, kind and level."""
+    limit = _clamp(limit)
     statement = select(TaskEvent)
     if task_id is not None:
         statement = statement.where(TaskEvent.task_id == task_id)

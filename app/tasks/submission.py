@@ -13,7 +13,7 @@ from .registry import Registry, registry
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 SUBMISSION_FIELDS = (
     "type",
@@ -126,7 +126,7 @@ def validate_submission(data: Mapping, *, types: Registry = registry) -> Submiss
 
     queue = data.get("queue")
     if not _blank(queue):
-        if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
+        if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
             errors["queue"] = "must be 1 to 100 letters, digits, '_', '.' or '-'"
         else:
             values["queue"] = queue
@@ -135,6 +135,8 @@ def validate_submission(data: Mapping, *, types: Registry = registry) -> Submiss
     if not _blank(key):
         if not isinstance(key, str):
             errors["idempotency_key"] = "must be a string"
+        elif "\x00" in key:
+            errors["idempotency_key"] = "must not contain a NUL character"
         elif len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
             errors["idempotency_key"] = (
                 f"must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters long"
