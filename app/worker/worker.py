@@ -75,8 +75,12 @@ class Worker:
         config = app.config
         self.app = app
         self.id = worker_id or new_worker_id()
-        self.concurrency = int(concurrency or config["WORKER_CONCURRENCY"])
-        self.poll_interval = float(poll_interval or config["WORKER_POLL_INTERVAL"])
+        if concurrency is None:
+            concurrency = config["WORKER_CONCURRENCY"]
+        if poll_interval is None:
+            poll_interval = config["WORKER_POLL_INTERVAL"]
+        self.concurrency = int(concurrency)
+        self.poll_interval = float(poll_interval)
         self.heartbeat_interval = float(config["HEARTBEAT_INTERVAL"])
         self.queues = list(queues) if queues else None
         if self.concurrency < 1:
