@@ -91,9 +91,9 @@ class Param:
         value = self.convert(value)
         if self.kind in (int, float):
             if self.min is not None and value < self.min:
-                raise ValueError(f"must be at least {self.min:g}")
+                raise ValueError(f"must be at least {format_number(self.min)}")
             if self.max is not None and value > self.max:
-                raise ValueError(f"must be at most {self.max:g}")
+                raise ValueError(f"must be at most {format_number(self.max)}")
         if self.kind is str:
             if self.min_length is not None and len(value) < self.min_length:
                 raise ValueError(f"must be at least {self.min_length} characters long")
@@ -102,6 +102,13 @@ class Param:
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"must be one of {', '.join(map(str, self.choices))}")
         return value
+
+
+def format_number(value: float) -> str:
+    """Format a bound for an error message: whole numbers in full, others as %g."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:g}"
 
 
 def _is_blank(value: Any) -> bool:

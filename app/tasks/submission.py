@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import ValidationError
 from .models import MAX_ATTEMPTS_LIMIT, MAX_PRIORITY
-from .registry import Registry, registry
+from .registry import Registry, format_number, registry
 
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
@@ -74,7 +74,9 @@ def _number(value: Any, low: float, high: float, *, low_inclusive: bool = True) 
     too_low = number < low if low_inclusive else number <= low
     if too_low or number > high:
         bound = "at least" if low_inclusive else "greater than"
-        raise ValueError(f"must be {bound} {low:g} and at most {high:g}")
+        raise ValueError(
+            f"must be {bound} {format_number(low)} and at most {format_number(high)}"
+        )
     return number
 
 
