@@ -91,17 +91,30 @@ def _configure_secret_key(app: Flask) -> None:
     except FileNotFoundError:
         key = ""
     if not key:
-        key = secrets.token_hex(32)
-        # O_EXCL: when two processes start at once, the first key written wins.
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            with open(path, encoding="ascii") as file:
-                key = file.read().strip()
-        else:
-            with os.fdopen(descriptor, "w", encoding="ascii") as file:
-                file.write(key)
+        key = _write_secret_key(path)
     app.config["SECRET_KEY"] = key
+
+
+def _write_secret_key(path: str) -> str:
+    """Store a new random key at `path` and return it, or the key another process stored."""
+    key = secrets.token_hex(32)
+    # O_EXCL: when two processes start at once, the first key written wins.
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path, encoding="ascii") as file:
+            existing = file.read().strip()
+        if existing:
+            return existing
+        # An empty file is left by a start that stopped between creating and
+        # writing it. Using it would make the secret key the empty string.
+        # NOTE: a process that finds the file empty while another is still
+        # writing it keeps its own key until its next start.
+        descriptor = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as file:
+        file.write(key)
+    return key
 
 
 def _import_task_modules(app: Flask) -> None:
