@@ -525,6 +525,14 @@ def test_task_page_polls_while_running(client):
     assert 'hx-sync="this:drop"' in live
 
 
+def test_task_page_actions_replace_poll(client):
+    task = submit()
+    html = html_of(client.get(f"/tasks/{task.id}"))
+    form = re.search(r'<form[^>]*action="/tasks/1/cancel"[^>]*>', html).group(0)
+    assert 'hx-target="#task-live"' in form
+    assert 'hx-sync="closest #task-live:replace"' in form
+
+
 def test_task_live_partial_stops_polling_when_terminal(client):
     task = succeeded_task()
     html = html_of(client.get(f"/partials/tasks/{task.id}", headers=HTMX))
