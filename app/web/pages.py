@@ -205,6 +205,7 @@ def submit_task():
     try:
         task, _ = queue.submit(form.submission_data(), source=SUBMIT_SOURCE)
     except ValidationError as error:
+        log.info("Dashboard form submission rejected: %s", error, extra={"event": "submit_rejected"})
         form.attach_errors(error.fields)
         if posted_type not in task_registry:
             form.type.data = form.shown_type.data
