@@ -64,6 +64,8 @@ def _configure_logging(app: Flask) -> None:
             level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     logging.getLogger("app").setLevel(level)
+    # APScheduler reports every run of the poll job at INFO, once a second.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def _configure_database(app: Flask) -> None:

@@ -21,13 +21,7 @@ from wtforms import (
 )
 from wtforms.widgets import NumberInput
 
-try:
-    from wtforms import SelectChoice
-except ImportError:
-    # TODO: drop this fallback once pyproject.toml requires WTForms 3.3, which
-    # added SelectChoice and deprecated (value, label) tuples.
-    def SelectChoice(value: str, label: str) -> tuple[str, str]:  # noqa: N802 - stands in for a class
-        return (value, label)
+from wtforms import SelectChoice
 
 from app.tasks import Param, TaskType, registry
 from app.tasks.models import MAX_ATTEMPTS_LIMIT, MAX_PRIORITY
