@@ -15,13 +15,12 @@ from wtforms import (
     FormField,
     HiddenField,
     IntegerField,
+    SelectChoice,
     SelectField,
     StringField,
     TextAreaField,
 )
 from wtforms.widgets import NumberInput
-
-from wtforms import SelectChoice
 
 from app.tasks import Param, TaskType, registry
 from app.tasks.models import MAX_ATTEMPTS_LIMIT, MAX_PRIORITY
