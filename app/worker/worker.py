@@ -249,7 +249,13 @@ class Worker:
     def _start_attempt(self, claim: Claim) -> None:
         attempt = _RunningAttempt(claim=claim, context=TaskContext(claim))
         with self._lock:
+            # An earlier attempt of the same task is still here only if its
+            # lease expired and this worker claimed the task again. That
+            # attempt is lost, so its handler is asked to stop.
+            lost = self._running.get(claim.task_id)
             self._running[claim.task_id] = attempt
+        if lost is not None:
+            lost.context.request_stop("the lease was lost")
         self._executor.submit(self._run_attempt, attempt)
 
     def _run_attempt(self, attempt: _RunningAttempt) -> None:
@@ -266,7 +272,8 @@ class Worker:
             )
         finally:
             with self._lock:
-                self._running.pop(claim.task_id, None)
+                if self._running.get(claim.task_id) is attempt:
+                    del self._running[claim.task_id]
             self.wake()
 
     def _execute(self, attempt: _RunningAttempt) -> _Outcome:
