@@ -8,10 +8,11 @@ test releases, never on a fixed sleep.
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 
 import click
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app import create_app
 from app.extensions import db
@@ -26,6 +27,7 @@ from app.tasks import (
     queue,
 )
 from app.tasks.registry import Param
+from app.tasks.timeutil import utcnow
 from app.worker import Worker
 from app.worker.embedded import should_run_embedded_worker, start_embedded_worker_if_serving
 from conftest import BASE_CONFIG, wait_for
@@ -485,6 +487,70 @@ def test_worker_recovers_lease_of_dead_worker(app, make_app, start_worker):
     with pytest.raises(LeaseLost):
         queue.succeed(dead_claim, "late result")
     assert _reload(task_id).result is None
+
+
+def test_worker_reclaim_keeps_new_attempt_tracked(
+    make_app, start_worker, register_type, gates, monkeypatch
+):
+    # Heartbeats are slowed down so that the test alone decides when the lease runs out.
+    slow_app = make_app(HEARTBEAT_INTERVAL=20)
+    second_started = gates()
+    release_second = gates()
+    first_done = gates()
+    first_seen = []
+
+    def twice(ctx):
+        if ctx.attempt == 1:
+            first_seen.append(ctx.wait(10))
+            first_seen.append(ctx.stop_reason)
+            return "late"
+        second_started.set()
+        release_second.wait(10)
+        return "second"
+
+    register_type(TaskType("twice", handler=twice))
+    with slow_app.app_context():
+        task_id = _submit(type="twice")
+        worker = start_worker(slow_app, concurrency=2)
+        _wait_for_status(task_id, "PROCESSING")
+
+        # The thread that records attempt 1 calls wake() once it has finished
+        # with the attempt, which is when the worker's bookkeeping can be checked.
+        first_recorders = set()
+        record, wake = worker._record, worker.wake
+
+        def recording_record(claim, outcome):
+            if claim.attempt == 1:
+                first_recorders.add(threading.current_thread())
+            record(claim, outcome)
+
+        def recording_wake():
+            wake()
+            if threading.current_thread() in first_recorders:
+                first_done.set()
+
+        monkeypatch.setattr(worker, "_record", recording_record)
+        monkeypatch.setattr(worker, "wake", recording_wake)
+        db.session.execute(
+            update(Task.__table__).where(Task.__table__.c.id == task_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+        db.session.commit()
+
+        assert second_started.wait(5)
+        assert first_done.wait(5)
+        running_while_second_runs = worker.running_count
+        release_second.set()
+        task = _wait_until_final(task_id)
+
+        assert first_seen == [True, "the lease was lost"]
+        assert running_while_second_runs == 1
+        assert task.status == TaskStatus.SUCCEEDED
+        assert task.result == "second"
+        assert task.attempts == 2
+        assert _kinds(task_id) == [
+            "submitted", "started", "lease_expired", "retry_scheduled", "started", "succeeded",
+        ]
 
 
 def test_worker_heartbeat_keeps_long_task(make_app, start_worker):
