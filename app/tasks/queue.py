@@ -121,8 +121,8 @@ def _guarded_update(session, task_id, transition: Transition, values: Mapping, *
     return session.execute(statement).rowcount == 1
 
 
-def _load(session, task_id) -> Task:
-    task = session.get(Task, task_id, populate_existing=True)
+def _load(session, task_id, *, for_update: bool = False) -> Task:
+    task = session.get(Task, task_id, populate_existing=True, with_for_update=for_update)
     if task is None:
         raise TaskNotFound(task_id)
     return task
@@ -509,7 +509,9 @@ def cancel(task_id: int, *, source: str = "code", now: datetime | None = None) -
     """
     now = now or utcnow()
     with _transaction() as session:
-        task = _load(session, task_id)
+        # Locked, so that a worker cannot claim the task between this check
+        # and the UPDATE below (SQLite's write transaction already excludes it).
+        task = _load(session, task_id, for_update=True)
         task.cancel()
 
         if task.status == TaskStatus.PROCESSING:
