@@ -5,6 +5,7 @@ where time matters, so no test sleeps.
 """
 
 import random
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -642,6 +643,40 @@ def test_cancel_waiting_task_becomes_cancelled(app, now, from_status):
     assert _kinds(task.id)[-1] == "cancelled"
     assert _events(task.id)[-1].message == "Cancelled by a person from form"
     assert queue.claim(WORKER, 10, now=now + timedelta(hours=1)) == []
+
+
+def test_cancel_pending_while_worker_claims(app, make_app, monkeypatch):
+    # A second application claims between cancel's status check and its UPDATE.
+    # Cancel locks the row first, so the claim skips it (PostgreSQL) or waits
+    # for the cancel to commit (SQLite), and the cancel wins on both.
+    task = _submit()
+    other_app = make_app()
+    claims = []
+    check = Task.cancel
+
+    def claim_in_between():
+        with other_app.app_context():
+            claims.extend(queue.claim(OTHER_WORKER, 10))
+            db.session.remove()
+
+    def cancel_check_then_race(self):
+        target = check(self)
+        racer = threading.Thread(target=claim_in_between)
+        racer.start()
+        racer.join(timeout=0.5)  # on SQLite it waits for the write lock until cancel commits
+        threads.append(racer)
+        return target
+
+    threads = []
+    monkeypatch.setattr(Task, "cancel", cancel_check_then_race)
+    queue.cancel(task.id)
+    monkeypatch.undo()
+    for racer in threads:
+        racer.join(timeout=10)
+
+    assert _reload(task.id).status == TaskStatus.CANCELLED
+    assert claims == []
+    assert _kinds(task.id) == ["submitted", "cancelled"]
 
 
 def test_cancel_processing_requests_stop(app, now):
