@@ -369,9 +369,12 @@ def fail(claim: Claim, error: str, traceback: str | None = None, *, retryable: b
     now = now or utcnow()
     held = _held_by(claim.worker_id, claim.attempt)
     with _transaction() as session:
+        # Locked, so that a cancel request cannot land between reading the
+        # flag and the UPDATE, and be lost.
         row = session.execute(
             select(tasks_table.c.max_attempts, tasks_table.c.cancel_requested)
             .where(tasks_table.c.id == claim.task_id, *held)
+            .with_for_update()
         ).one_or_none()
         if row is None:
             raise LeaseLost(claim.task_id, claim.worker_id, claim.attempt)
