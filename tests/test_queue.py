@@ -679,6 +679,39 @@ def test_cancel_pending_while_worker_claims(app, make_app, monkeypatch):
     assert _kinds(task.id) == ["submitted", "cancelled"]
 
 
+def test_cancel_during_fail_is_not_lost(app, make_app, monkeypatch):
+    # A person cancels while the worker records a failed attempt. Either the
+    # failure sees the request and cancels, or the cancel comes after the
+    # failure and cancels the RETRYING task, but the request is never dropped.
+    task = _submit()
+    claim = _claim_one(utcnow())
+    other_app = make_app()
+    decide = queue._outcome_of_failed_attempt
+
+    def cancel_from_other_app():
+        with other_app.app_context():
+            queue.cancel(task.id, source="race")
+            db.session.remove()
+
+    def decide_while_cancelling(**kwargs):
+        racer = threading.Thread(target=cancel_from_other_app)
+        racer.start()
+        racer.join(timeout=0.5)  # it waits for the row or the write lock until fail commits
+        threads.append(racer)
+        return decide(**kwargs)
+
+    threads = []
+    monkeypatch.setattr(queue, "_outcome_of_failed_attempt", decide_while_cancelling)
+    queue.fail(claim, "RuntimeError: boom")
+    monkeypatch.undo()
+    for racer in threads:
+        racer.join(timeout=10)
+
+    task = _reload(task.id)
+    assert task.status == TaskStatus.CANCELLED
+    assert _kinds(task.id)[-1] == "cancelled"
+
+
 def test_cancel_processing_requests_stop(app, now):
     task = _submit(now=now)
     _claim_one(now)
