@@ -57,9 +57,10 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
 
 def _configure_logging(app: Flask) -> None:
     # Worker and queue messages go to the console unless the host application
-    # set up logging itself.
+    # set up logging itself. Tests leave it to pytest, whose captured streams
+    # close after each test while worker threads may still log.
     level = str(app.config.get("LOG_LEVEL", "INFO")).upper()
-    if not logging.getLogger().handlers:
+    if not app.testing and not logging.getLogger().handlers:
         logging.basicConfig(
             level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
