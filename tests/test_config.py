@@ -100,7 +100,8 @@ def test_config_env_database_url(tmp_path, monkeypatch):
 
     app = _create(tmp_path, SECRET_KEY="k")
 
-    assert app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://tasks@127.0.0.1:5432/tasks"
+    expected = "postgresql+psycopg://tasks@127.0.0.1:5432/tasks"
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == expected
 
 
 @pytest.mark.parametrize(

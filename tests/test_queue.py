@@ -74,7 +74,7 @@ def _seconds(delta: timedelta) -> float:
 
 @pytest.fixture
 def now():
-    """A start time a little in the past, so later steps stay before the real clock."""
+    """A start time an hour back, so that steps that use the real clock come after it."""
     return utcnow() - timedelta(hours=1)
 
 
@@ -680,9 +680,9 @@ def test_cancel_pending_while_worker_claims(app, make_app, monkeypatch):
 
 
 def test_cancel_during_fail_is_not_lost(app, make_app, monkeypatch):
-    # A person cancels while the worker records a failed attempt. Either the
-    # failure sees the request and cancels, or the cancel comes after the
-    # failure and cancels the RETRYING task, but the request is never dropped.
+    # A person cancels while the worker records a failed attempt. Whichever
+    # transaction commits first, the task must end CANCELLED: the request is
+    # never dropped.
     task = _submit()
     claim = _claim_one(utcnow())
     other_app = make_app()
@@ -1317,7 +1317,8 @@ def test_event_sequence_lease_recovery(app, now):
     _claim_one(now, worker="dead-worker")
     later = now + timedelta(hours=1)
     queue.recover_expired_leases(now=later)
-    queue.succeed(_claim_one(later + timedelta(minutes=1)), "rescued", now=later + timedelta(minutes=1))
+    rescued_at = later + timedelta(minutes=1)
+    queue.succeed(_claim_one(rescued_at), "rescued", now=rescued_at)
 
     events = _events(task.id)
     assert [e.kind for e in events] == [

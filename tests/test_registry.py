@@ -234,7 +234,9 @@ def test_validate_params_required_missing(types, raw):
     assert errors == {"params.width": "is required"}
 
 
-@pytest.mark.parametrize("raw", [{"width": 5}, {"width": 5, "mode": ""}, {"width": 5, "mode": None}])
+@pytest.mark.parametrize(
+    "raw", [{"width": 5}, {"width": 5, "mode": ""}, {"width": 5, "mode": None}]
+)
 def test_validate_params_default_fills_blank(types, raw):
     assert types.get("resize").validate_params(raw) == {"width": 5, "mode": "fit"}
 

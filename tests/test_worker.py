@@ -454,7 +454,9 @@ def test_two_workers_run_each_task_once(app, make_app, start_worker, register_ty
 
     db.session.rollback()
     statuses = Counter(db.session.scalars(select(Task.status)))
-    started = Counter(db.session.scalars(select(TaskEvent.task_id).where(TaskEvent.kind == "started")))
+    started = Counter(
+        db.session.scalars(select(TaskEvent.task_id).where(TaskEvent.kind == "started"))
+    )
     runs_per_task = Counter(task_id for task_id, _ in runs)
     workers_used = {worker_id for _, worker_id in runs}
     assert statuses == {"SUCCEEDED": 200}
