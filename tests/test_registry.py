@@ -273,8 +273,15 @@ def test_validate_params_not_an_object(types, raw):
      ({"notify": "on"}, True), ({"notify": True}, True), ({"notify": "false"}, False)],
 )
 def test_validate_params_bool_missing_means_false(raw, expected):
-    # A checkbox left unticked is absent from the form, so absent reads as false.
     kind = TaskType("mail", handler=_handler, params={"notify": Param(bool)})
+
+    assert kind.validate_params(raw) == {"notify": expected}
+
+
+@pytest.mark.parametrize("raw, expected", [({}, True), ({"notify": None}, True),
+                                           ({"notify": False}, False), ({"notify": "off"}, False)])
+def test_validate_params_bool_missing_takes_default(raw, expected):
+    kind = TaskType("mail", handler=_handler, params={"notify": Param(bool, default=True)})
 
     assert kind.validate_params(raw) == {"notify": expected}
 

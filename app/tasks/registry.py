@@ -140,7 +140,11 @@ class TaskType:
 
         for name, param in self.params.items():
             value = raw.get(name)
-            # A bool parameter left unticked in a form is simply false.
+            # A missing bool takes its default, or false: the form always
+            # sends its checkboxes, so only API clients leave one out.
+            if param.kind is bool and value is None:
+                clean[name] = bool(param.default)
+                continue
             if param.kind is not bool and _is_blank(value):
                 if param.required and param.default is None:
                     errors[f"params.{name}"] = "is required"
@@ -148,7 +152,7 @@ class TaskType:
                     clean[name] = param.default
                 continue
             try:
-                clean[name] = param.check(False if value is None else value)
+                clean[name] = param.check(value)
             except ValueError as error:
                 errors[f"params.{name}"] = str(error)
 
