@@ -145,7 +145,7 @@ def test_submit_sends_task_submitted_signal(app):
     assert len(received) == 1
     assert received[0][0] is app
     assert received[0][1]["task_id"] == task.id
-    assert received[0][1]["run_at"] == _reload(task.id).run_at
+    assert received[0][1]["due_now"] is True
 
 
 def test_submit_uses_task_type_defaults(app, register_type):
@@ -930,7 +930,7 @@ def test_retry_sends_task_submitted_signal(app, now):
     finally:
         signals.task_submitted.disconnect(receiver, sender=app)
 
-    assert received == [{"task_id": task.id, "run_at": now}]
+    assert received == [{"task_id": task.id, "due_now": True}]
 
 
 @pytest.mark.parametrize("current", ["PENDING", "PROCESSING", "RETRYING", "SUCCEEDED"])
@@ -1575,3 +1575,44 @@ def test_task_to_dict_timestamps_have_offset(app):
     assert data["started_at"] is None
     assert data["status"] == "PENDING"
 
+
+
+# The clock that decides leases
+
+
+@pytest.fixture
+def fast_host_clock(monkeypatch):
+    """Make this host's clock run an hour ahead of the database server's."""
+    ahead = utcnow() + timedelta(hours=1)
+    monkeypatch.setattr("app.tasks.queue.utcnow", lambda: ahead)
+    return ahead
+
+
+def test_clock_postgres_stamps_with_database_time(app, dialect, fast_host_clock):
+    if dialect != "postgresql":
+        pytest.skip("SQLite runs on one host and uses its clock")
+
+    task = _submit()
+
+    assert task.created_at < fast_host_clock - timedelta(minutes=30)
+
+
+def test_clock_postgres_host_ahead_cannot_steal_live_lease(app, dialect, fast_host_clock):
+    if dialect != "postgresql":
+        pytest.skip("SQLite runs on one host and uses its clock")
+    task = _submit()
+    queue.claim("w1", 1)
+
+    recovered = queue.recover_expired_leases()
+
+    assert recovered == 0
+    assert _reload(task.id).status == TaskStatus.PROCESSING
+
+
+def test_clock_sqlite_uses_host_time(app, dialect, fast_host_clock):
+    if dialect != "sqlite":
+        pytest.skip("PostgreSQL uses the database server's clock")
+
+    task = _submit()
+
+    assert task.created_at == fast_host_clock

@@ -12,10 +12,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
@@ -93,6 +93,34 @@ def _transaction():
         raise
 
 
+def _uses_database_clock(session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _clock(session, now: datetime | None) -> datetime:
+    """Return `now` if given, else the current time on the clock that decides leases.
+
+    On PostgreSQL that is the database server's clock (the start of the
+    current transaction), so worker machines whose clocks disagree still agree
+    on when a lease expires and in which order timestamps fall. SQLite lives
+    on one machine, whose clock is used.
+    """
+    if now is not None:
+        return now
+    if _uses_database_clock(session):
+        return session.execute(select(func.now())).scalar_one().astimezone(UTC)
+    return utcnow()
+
+
+def _clock_expression(session, now: datetime | None):
+    """Return `now`, or the current time as SQL to embed in a statement (no extra round trip)."""
+    if now is not None:
+        return now
+    if _uses_database_clock(session):
+        return func.now()
+    return utcnow()
+
+
 def _event_row(task_id, kind: EventKind, *, attempt: int, message: str, now: datetime,
                worker_id: str | None = None, level: EventLevel | None = None) -> dict:
     return {
@@ -146,14 +174,12 @@ def submit(data: Mapping, *, source: str = "code", now: datetime | None = None) 
     """
     submission = validate_submission(data)
     task_type = registry.get(submission.type)
-    now = now or utcnow()
 
     if submission.idempotency_key is not None:
         existing = _find_by_idempotency_key(submission.idempotency_key)
         if existing is not None:
             return existing, False
 
-    run_at = now + timedelta(seconds=submission.delay_seconds)
     task = Task(
         type=submission.type,
         params=submission.params,
@@ -174,15 +200,16 @@ def submit(data: Mapping, *, source: str = "code", now: datetime | None = None) 
         progress=0,
         cancel_requested=False,
         idempotency_key=submission.idempotency_key,
-        created_at=now,
-        run_at=run_at,
     )
     message = f"Submitted from {source}"
-    if run_at > now:
-        message += f"; due at {run_at.isoformat(timespec='seconds')}"
 
     try:
         with _transaction() as session:
+            now = _clock(session, now)
+            task.created_at = now
+            task.run_at = now + timedelta(seconds=submission.delay_seconds)
+            if task.run_at > now:
+                message += f"; due at {task.run_at.isoformat(timespec='seconds')}"
             session.add(task)
             session.flush()
             _write_events(session, [_event_row(task.id, EventKind.SUBMITTED, attempt=0,
@@ -198,7 +225,7 @@ def submit(data: Mapping, *, source: str = "code", now: datetime | None = None) 
 
     log.info("Task %s submitted (%s) from %s", task.id, task.type, source,
              extra={"task_id": task.id, "event": "submitted"})
-    _notify(signals.task_submitted, task_id=task.id, run_at=run_at)
+    _notify(signals.task_submitted, task_id=task.id, due_now=submission.delay_seconds == 0)
     return task, True
 
 
@@ -221,7 +248,8 @@ def claim(worker_id: str, limit: int, *, queues: Iterable[str] | None = None,
     """
     if limit <= 0:
         return []
-    now = now or utcnow()
+    session = db.session()
+    now = _clock_expression(session, now)
     lease_expires_at = now + timedelta(seconds=_setting("LEASE_SECONDS"))
     t = tasks_table
 
@@ -247,7 +275,7 @@ def claim(worker_id: str, limit: int, *, queues: Iterable[str] | None = None,
             progress_message=None,
         )
         .returning(t.c.id, t.c.type, t.c.params, t.c.attempts, t.c.max_attempts,
-                   t.c.timeout_seconds, t.c.priority, t.c.run_at)
+                   t.c.timeout_seconds, t.c.priority, t.c.run_at, t.c.started_at)
     )
 
     with _transaction() as session:
@@ -255,7 +283,8 @@ def claim(worker_id: str, limit: int, *, queues: Iterable[str] | None = None,
         rows.sort(key=lambda row: (-row.priority, row.run_at, row.id))
         _write_events(session, [
             _event_row(row.id, EventKind.STARTED, attempt=row.attempts, worker_id=worker_id,
-                       message=f"Attempt {row.attempts} of {row.max_attempts} started", now=now)
+                       message=f"Attempt {row.attempts} of {row.max_attempts} started",
+                       now=row.started_at)
             for row in rows
         ])
 
@@ -298,22 +327,28 @@ def succeed(claim: Claim, result, *, now: datetime | None = None) -> None:
     rejected).
     """
     encode_result(result)
-    now = now or utcnow()
-    values = dict(
-        status=TaskStatus.SUCCEEDED.value,
-        result=result,
-        finished_at=now,
-        locked_by=None,
-        lease_expires_at=None,
-        progress=100,
-    )
+    t = tasks_table
     with _transaction() as session:
-        if not _guarded_update(session, claim.task_id, Transition.SUCCEED, values,
-                               *_held_by(claim.worker_id, claim.attempt)):
+        statement = (
+            update(t)
+            .where(t.c.id == claim.task_id, t.c.status.in_(sources(Transition.SUCCEED)),
+                   *_held_by(claim.worker_id, claim.attempt))
+            .values(
+                status=TaskStatus.SUCCEEDED.value,
+                result=result,
+                finished_at=_clock_expression(session, now),
+                locked_by=None,
+                lease_expires_at=None,
+                progress=100,
+            )
+            .returning(t.c.finished_at)
+        )
+        finished_at = session.execute(statement).scalar_one_or_none()
+        if finished_at is None:
             raise LeaseLost(claim.task_id, claim.worker_id, claim.attempt)
         _write_events(session, [_event_row(
             claim.task_id, EventKind.SUCCEEDED, attempt=claim.attempt, worker_id=claim.worker_id,
-            message=f"Attempt {claim.attempt} succeeded", now=now)])
+            message=f"Attempt {claim.attempt} succeeded", now=finished_at)])
 
     log.info("Task %s succeeded on attempt %s", claim.task_id, claim.attempt,
              extra={"task_id": claim.task_id, "worker_id": claim.worker_id, "event": "succeeded"})
@@ -366,7 +401,6 @@ def fail(claim: Claim, error: str, traceback: str | None = None, *, retryable: b
     error is retryable, to CANCELLED if a person asked it to stop, and to
     FAILED otherwise. Raise LeaseLost if the worker no longer holds the attempt.
     """
-    now = now or utcnow()
     held = _held_by(claim.worker_id, claim.attempt)
     with _transaction() as session:
         # Locked, so that a cancel request cannot land between reading the
@@ -379,6 +413,7 @@ def fail(claim: Claim, error: str, traceback: str | None = None, *, retryable: b
         if row is None:
             raise LeaseLost(claim.task_id, claim.worker_id, claim.attempt)
 
+        now = _clock(session, now)
         outcome = _outcome_of_failed_attempt(
             task_id=claim.task_id, attempt=claim.attempt, max_attempts=row.max_attempts,
             cancel_requested=row.cancel_requested, retryable=retryable, error=error,
@@ -403,17 +438,18 @@ def extend_leases(worker_id: str, claims: Iterable[Claim], *,
     claims = list(claims)
     if not claims:
         return {}
-    now = now or utcnow()
     t = tasks_table
-    statement = (
-        update(t)
-        .where(t.c.id.in_([c.task_id for c in claims]), t.c.locked_by == worker_id,
-               t.c.status == TaskStatus.PROCESSING.value)
-        .values(lease_expires_at=now + timedelta(seconds=_setting("LEASE_SECONDS")))
-        .returning(t.c.id, t.c.attempts, t.c.cancel_requested)
-    )
     attempts = {c.task_id: c.attempt for c in claims}
     with _transaction() as session:
+        lease_expires_at = _clock_expression(session, now) + timedelta(
+            seconds=_setting("LEASE_SECONDS"))
+        statement = (
+            update(t)
+            .where(t.c.id.in_(list(attempts)), t.c.locked_by == worker_id,
+                   t.c.status == TaskStatus.PROCESSING.value)
+            .values(lease_expires_at=lease_expires_at)
+            .returning(t.c.id, t.c.attempts, t.c.cancel_requested)
+        )
         rows = session.execute(statement).all()
     return {row.id: row.cancel_requested for row in rows if attempts.get(row.id) == row.attempts}
 
@@ -446,9 +482,10 @@ def write_log(task_id: int, message: str, *, level: EventLevel | str = EventLeve
     """Append a `log` event to a task's history."""
     level = EventLevel(str(level).lower())
     with _transaction() as session:
-        _write_events(session, [_event_row(task_id, EventKind.LOG, attempt=attempt,
-                                           worker_id=worker_id, message=str(message),
-                                           level=level, now=now or utcnow())])
+        row = _event_row(task_id, EventKind.LOG, attempt=attempt, worker_id=worker_id,
+                         message=str(message), level=level,
+                         now=_clock_expression(session, now))
+        session.execute(insert(events_table).values(**row))
 
 
 def recover_expired_leases(*, now: datetime | None = None, limit: int = 100) -> int:
@@ -458,18 +495,20 @@ def recover_expired_leases(*, now: datetime | None = None, limit: int = 100) -> 
     attempt. Return how many tasks were recovered. A late outcome from the
     lost worker is rejected afterwards because it no longer holds the attempt.
     """
-    now = now or utcnow()
     t = tasks_table
     recovered = 0
     with _transaction() as session:
         rows = session.execute(
             select(t.c.id, t.c.attempts, t.c.max_attempts, t.c.cancel_requested, t.c.locked_by,
                    t.c.lease_expires_at)
-            .where(t.c.status == TaskStatus.PROCESSING.value, t.c.lease_expires_at < now)
+            .where(t.c.status == TaskStatus.PROCESSING.value,
+                   t.c.lease_expires_at < _clock_expression(session, now))
             .order_by(t.c.lease_expires_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
+        if rows:
+            now = _clock(session, now)
 
         for row in rows:
             error = (f"{WORKER_LOST}: worker lost; {row.locked_by} stopped renewing its lease, "
@@ -510,8 +549,8 @@ def cancel(task_id: int, *, source: str = "code", now: datetime | None = None) -
     request stands changes nothing. Raise InvalidTransition from any other
     status, TaskNotFound for an unknown id.
     """
-    now = now or utcnow()
     with _transaction() as session:
+        now = _clock(session, now)
         # Locked, so that a worker cannot claim the task between this check
         # and the UPDATE below (SQLite's write transaction already excludes it).
         task = _load(session, task_id, for_update=True)
@@ -557,9 +596,9 @@ def retry(task_id: int, *, source: str = "code", now: datetime | None = None) ->
     A task that used all its attempts gets one more. Raise InvalidTransition
     from any other status, TaskNotFound for an unknown id.
     """
-    now = now or utcnow()
     t = tasks_table
     with _transaction() as session:
+        now = _clock(session, now)
         task = _load(session, task_id)
         task.requeue()
         if task.attempts >= MAX_ATTEMPTS_LIMIT:
@@ -584,7 +623,7 @@ def retry(task_id: int, *, source: str = "code", now: datetime | None = None) ->
 
     log.info("Task %s requeued from %s", task_id, source,
              extra={"task_id": task_id, "event": "requeued"})
-    _notify(signals.task_submitted, task_id=task_id, run_at=now)
+    _notify(signals.task_submitted, task_id=task_id, due_now=True)
     return _reload(task_id)
 
 

@@ -176,8 +176,8 @@ class Worker:
         except Exception:  # the scheduler is shutting down; the next start polls anyway
             log.debug("Could not wake worker %s", self.id, exc_info=True)
 
-    def _on_task_submitted(self, sender, task_id, run_at, **extra):
-        if run_at <= datetime.now(UTC):
+    def _on_task_submitted(self, sender, task_id, due_now, **extra):
+        if due_now:
             self.wake()
 
     def _on_cancel_requested(self, sender, task_id, **extra):
