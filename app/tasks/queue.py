@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 tasks_table = Task.__table__
 events_table = TaskEvent.__table__
 
+# PostgreSQL channel on which a committed submit or retry wakes idle workers;
+# the payload is the task's queue.
+NOTIFY_CHANNEL = "taskboard_tasks"
+
 MAX_MESSAGE_LENGTH = 10_000
 MAX_PROGRESS_MESSAGE_LENGTH = 200
 WORKER_LOST = "WorkerLost"
@@ -119,6 +123,12 @@ def _clock_expression(session, now: datetime | None):
     if _uses_database_clock(session):
         return func.now()
     return utcnow()
+
+
+def _notify_workers(session, queue_name: str) -> None:
+    """Wake workers in other processes when this transaction commits (PostgreSQL only)."""
+    if _uses_database_clock(session):
+        session.execute(select(func.pg_notify(NOTIFY_CHANNEL, queue_name)))
 
 
 def _event_row(task_id, kind: EventKind, *, attempt: int, message: str, now: datetime,
@@ -212,6 +222,8 @@ def submit(data: Mapping, *, source: str = "code", now: datetime | None = None) 
                 message += f"; due at {task.run_at.isoformat(timespec='seconds')}"
             session.add(task)
             session.flush()
+            if task.run_at <= now:
+                _notify_workers(session, task.queue)
             _write_events(session, [_event_row(task.id, EventKind.SUBMITTED, attempt=0,
                                                message=message, now=now)])
     except IntegrityError:
@@ -620,6 +632,7 @@ def retry(task_id: int, *, source: str = "code", now: datetime | None = None) ->
         _write_events(session, [_event_row(
             task_id, EventKind.REQUEUED, attempt=task.attempts, now=now,
             message=f"Retried by a person from {source}; attempt {task.attempts + 1} is due now")])
+        _notify_workers(session, task.queue)
 
     log.info("Task %s requeued from %s", task_id, source,
              extra={"task_id": task_id, "event": "requeued"})

@@ -13,12 +13,15 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
+from sqlalchemy.exc import DBAPIError, OperationalError
 
+from app.extensions import db
 from app.tasks import PermanentError, queue, registry, signals
 from app.tasks.errors import InvalidResult, LeaseLost
 from app.tasks.queue import Claim
 
 from .context import TaskContext
+from .notifications import NotificationListener
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,24 @@ class _RunningAttempt:
     started: float = field(default_factory=time.monotonic)
 
 
+# Longest wait, in seconds, between two tries to reach a database that is down.
+MAX_RECONNECT_DELAY = 30.0
+
+
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Whether `error` is a lost connection or a busy database, which a retry may cure."""
+    return isinstance(error, OperationalError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class Worker:
@@ -106,6 +125,10 @@ class Worker:
         self._wake_pending = False
         self._stopping = threading.Event()
         self._started = False
+        self._listener: NotificationListener | None = None
+        self._last_recovery = 0.0
+        self._poll_failures = 0
+        self._poll_resume_at = 0.0
 
     # Life cycle
 
@@ -120,6 +143,10 @@ class Worker:
         )
         signals.task_submitted.connect(self._on_task_submitted, sender=self.app)
         signals.cancel_requested.connect(self._on_cancel_requested, sender=self.app)
+        with self.app.app_context():
+            if db.engine.dialect.name == "postgresql":
+                self._listener = NotificationListener(db.engine.url, self._on_notification)
+                self._listener.start()
         self._scheduler.start()
         self._started = True
         log.info(
@@ -141,6 +168,8 @@ class Worker:
             timeout = float(self.app.config["SHUTDOWN_GRACE_SECONDS"])
         signals.task_submitted.disconnect(self._on_task_submitted, sender=self.app)
         signals.cancel_requested.disconnect(self._on_cancel_requested, sender=self.app)
+        if self._listener is not None:
+            self._listener.stop()
         if self._started:
             self._scheduler.shutdown(wait=True)
 
@@ -180,6 +209,10 @@ class Worker:
         if due_now:
             self.wake()
 
+    def _on_notification(self, queue_name: str | None) -> None:
+        if queue_name is None or self.queues is None or queue_name in self.queues:
+            self.wake()
+
     def _on_cancel_requested(self, sender, task_id, **extra):
         with self._lock:
             running = self._running.get(task_id)
@@ -189,18 +222,42 @@ class Worker:
     # Scheduled jobs
 
     def _poll(self) -> None:
+        if time.monotonic() < self._poll_resume_at:
+            return
         self._polling = True
         try:
             with self.app.app_context():
-                queue.recover_expired_leases()
+                # A wake-up should start its task at once, so lease recovery
+                # runs at most once per poll interval rather than on every wake.
+                if time.monotonic() - self._last_recovery >= self.poll_interval:
+                    self._last_recovery = time.monotonic()
+                    queue.recover_expired_leases()
                 self._claim_while_slots_free()
-        except Exception:
-            log.exception("Worker %s could not poll; it tries again in %g s",
-                          self.id, self.poll_interval, extra={"worker_id": self.id})
+        except Exception as error:
+            self._back_off_polling(error)
+        else:
+            if self._poll_failures:
+                log.info("Worker %s reached the database again after %s failed polls",
+                         self.id, self._poll_failures,
+                         extra={"worker_id": self.id, "event": "database_reachable"})
+                self._poll_failures = 0
         finally:
             self._polling = False
         if self._wake_pending and not self._stopping.is_set():
             self.wake()
+
+    def _back_off_polling(self, error: Exception) -> None:
+        """Skip polls for a while after a failed one, doubling the pause each time."""
+        self._poll_failures += 1
+        delay = min(self.poll_interval * 2 ** min(self._poll_failures - 1, 16), MAX_RECONNECT_DELAY)
+        self._poll_resume_at = time.monotonic() + delay
+        extra = {"worker_id": self.id, "event": "poll_failed"}
+        if _is_transient(error):
+            log.warning("Worker %s cannot reach the database (%s); next try in %.1f s",
+                        self.id, _first_line(error), delay, extra=extra)
+        else:
+            log.exception("Worker %s could not poll; next try in %.1f s", self.id, delay,
+                          extra=extra)
 
     def poll_once(self) -> int:
         """Claim and start as many due tasks as there are free slots; return how many."""
@@ -233,9 +290,14 @@ class Worker:
         try:
             with self.app.app_context():
                 held = queue.extend_leases(self.id, [r.claim for r in running])
-        except Exception:
-            log.exception("Worker %s could not renew its leases", self.id,
-                          extra={"worker_id": self.id})
+        except Exception as error:
+            if not _is_transient(error):
+                log.exception("Worker %s could not renew its leases", self.id,
+                              extra={"worker_id": self.id, "event": "heartbeat_failed"})
+            else:
+                log.warning("Worker %s could not renew its leases (%s)", self.id,
+                            _first_line(error),
+                            extra={"worker_id": self.id, "event": "heartbeat_failed"})
             return
         for attempt in running:
             task_id = attempt.claim.task_id
@@ -329,14 +391,33 @@ class Worker:
         )
 
     def _record(self, claim: Claim, outcome: _Outcome) -> None:
-        try:
-            if outcome.ok:
-                try:
-                    queue.succeed(claim, outcome.result)
-                    return
-                except InvalidResult as error:
-                    outcome = _Outcome(error=_describe(error), retryable=False)
-            queue.fail(claim, outcome.error, outcome.traceback, retryable=outcome.retryable)
-        except LeaseLost as error:
-            log.warning("%s", error,
-                        extra={"task_id": claim.task_id, "worker_id": self.id, "event": "lease_lost"})
+        """Store the outcome, retrying while the database is unreachable and the lease lasts."""
+        deadline = time.monotonic() + float(self.app.config["LEASE_SECONDS"])
+        delay = 0.1
+        while True:
+            try:
+                self._record_once(claim, outcome)
+                return
+            except LeaseLost as error:
+                log.warning("%s", error, extra={"task_id": claim.task_id, "worker_id": self.id,
+                                                "event": "lease_lost"})
+                return
+            except Exception as error:
+                if not _is_transient(error) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "Worker %s could not record the outcome of task %s (%s); next try in %.1f s",
+                    self.id, claim.task_id, _first_line(error), delay,
+                    extra={"task_id": claim.task_id, "worker_id": self.id, "event": "record_retry"},
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _record_once(self, claim: Claim, outcome: _Outcome) -> None:
+        if outcome.ok:
+            try:
+                queue.succeed(claim, outcome.result)
+                return
+            except InvalidResult as error:
+                outcome = _Outcome(error=_describe(error), retryable=False)
+        queue.fail(claim, outcome.error, outcome.traceback, retryable=outcome.retryable)
