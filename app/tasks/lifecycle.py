@@ -6,8 +6,10 @@ from enum import StrEnum
 class TaskStatus(StrEnum):
     """Where a task is in its life.
 
-    PENDING     waiting to run. Set by submit (form, API, code) and by a manual
-                retry of a FAILED or CANCELLED task. `run_at` may lie in the future.
+    PENDING     waiting to run. Set by submit (form, API, code), by a manual
+                retry of a FAILED or CANCELLED task, and by a stopping worker
+                that releases an attempt it could not finish. `run_at` may lie
+                in the future.
     PROCESSING  claimed by one worker, which holds a lease until
                 `lease_expires_at` and renews it with heartbeats. Set by claim.
     RETRYING    an attempt failed and another is due at `run_at` (backoff). Set
@@ -49,6 +51,7 @@ class Transition(StrEnum):
     FAIL = "fail"
     CANCEL = "cancel"
     REQUEUE = "retry"
+    RELEASE = "release"
 
 
 # The one table of allowed transitions: name -> (statuses it may start from,
@@ -63,6 +66,7 @@ TRANSITIONS: dict[Transition, tuple[frozenset[TaskStatus], TaskStatus]] = {
         TaskStatus.CANCELLED,
     ),
     Transition.REQUEUE: (frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED}), TaskStatus.PENDING),
+    Transition.RELEASE: (frozenset({TaskStatus.PROCESSING}), TaskStatus.PENDING),
 }
 
 

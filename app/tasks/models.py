@@ -142,6 +142,9 @@ class Task(db.Model):
     def requeue(self) -> TaskStatus:
         return self.check(Transition.REQUEUE)
 
+    def release(self) -> TaskStatus:
+        return self.check(Transition.RELEASE)
+
     @property
     def is_terminal(self) -> bool:
         return TaskStatus(self.status).is_terminal

@@ -488,6 +488,46 @@ def report_progress(claim: Claim, percent: int, message: str | None = None) -> b
     return cancel_flag
 
 
+def release(claims: Iterable[Claim], *, reason: str, now: datetime | None = None) -> int:
+    """Give unfinished attempts back to the queue: PROCESSING to PENDING, due now.
+
+    For a worker that stops before its handlers return. The attempt does not
+    count, so `attempts` goes back down by one; the handler may still have
+    done part of its work, which is why handlers should be idempotent.
+    Attempts the worker no longer holds are skipped. Return how many were
+    released.
+    """
+    released = []
+    with _transaction() as session:
+        now = _clock(session, now)
+        for claim in claims:
+            values = dict(status=TaskStatus.PENDING.value, attempts=claim.attempt - 1,
+                          run_at=now, locked_by=None, lease_expires_at=None,
+                          progress=0, progress_message=None)
+            if _guarded_update(session, claim.task_id, Transition.RELEASE, values,
+                               *_held_by(claim.worker_id, claim.attempt)):
+                released.append(claim)
+        _write_events(session, [
+            _event_row(claim.task_id, EventKind.REQUEUED, attempt=claim.attempt,
+                       worker_id=claim.worker_id, now=now, level=EventLevel.WARNING,
+                       message=f"Released by worker {claim.worker_id}: {reason}; "
+                               f"attempt {claim.attempt} did not finish and does not count")
+            for claim in released
+        ])
+        for queue_name in sorted({_queue_of(session, claim.task_id) for claim in released}):
+            _notify_workers(session, queue_name)
+
+    for claim in released:
+        log.warning("Task %s released by worker %s: %s", claim.task_id, claim.worker_id, reason,
+                    extra={"task_id": claim.task_id, "worker_id": claim.worker_id,
+                           "event": "released"})
+    return len(released)
+
+
+def _queue_of(session, task_id) -> str:
+    return session.execute(select(tasks_table.c.queue).where(tasks_table.c.id == task_id)).scalar_one()
+
+
 def write_log(task_id: int, message: str, *, level: EventLevel | str = EventLevel.INFO,
               attempt: int = 0, worker_id: str | None = None,
               now: datetime | None = None) -> None:

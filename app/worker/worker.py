@@ -156,10 +156,12 @@ class Worker:
         )
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop claiming, then wait up to `timeout` seconds for running attempts.
+        """Stop claiming, wait up to `timeout` seconds for running attempts, then release the rest.
 
-        Attempts still running after that keep their claim until the lease
-        expires; lease recovery then counts them as lost.
+        Heartbeats go on while the worker waits, so no lease runs out. An
+        attempt still running after `timeout` is asked to stop and given back
+        to the queue as PENDING (see queue.release); its handler thread is
+        abandoned. `timeout` defaults to SHUTDOWN_GRACE_SECONDS.
         """
         if self._stopping.is_set():
             return
@@ -171,24 +173,44 @@ class Worker:
         if self._listener is not None:
             self._listener.stop()
         if self._started:
-            self._scheduler.shutdown(wait=True)
+            self._scheduler.remove_job("poll")
+            if self.running_count:
+                log.info("Worker %s stopping: waiting up to %g s for %s running attempts",
+                         self.id, timeout, self.running_count,
+                         extra={"worker_id": self.id, "event": "worker_stopping"})
 
         deadline = time.monotonic() + timeout
         while self.running_count and time.monotonic() < deadline:
             time.sleep(0.05)
-        unfinished = self.running_count
+        if self._started:
+            self._scheduler.shutdown(wait=True)
+        self._release_unfinished()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        if unfinished:
-            # TODO: release unfinished attempts back to the queue at once instead
-            # of leaving them to lease recovery, once stop() gets a release operation.
-            log.warning(
-                "Worker %s stopped with %s attempts still running; they are recovered "
-                "when their leases expire",
-                self.id, unfinished, extra={"worker_id": self.id, "event": "worker_stopped"},
+        log.info("Worker %s stopped", self.id,
+                 extra={"worker_id": self.id, "event": "worker_stopped"})
+
+    def _release_unfinished(self) -> None:
+        with self._lock:
+            unfinished = list(self._running.values())
+        if not unfinished:
+            return
+        for attempt in unfinished:
+            attempt.context.request_stop("the worker is stopping")
+        try:
+            with self.app.app_context():
+                released = queue.release(
+                    [attempt.claim for attempt in unfinished],
+                    reason="it stopped before the attempt finished",
+                )
+        except Exception:
+            log.exception(
+                "Worker %s could not release %s unfinished attempts; they are recovered "
+                "when their leases expire", self.id, len(unfinished),
+                extra={"worker_id": self.id, "event": "release_failed"},
             )
-        else:
-            log.info("Worker %s stopped", self.id,
-                     extra={"worker_id": self.id, "event": "worker_stopped"})
+            return
+        log.warning("Worker %s released %s unfinished attempts back to the queue",
+                    self.id, released, extra={"worker_id": self.id, "event": "released"})
 
     @property
     def running_count(self) -> int:
