@@ -43,6 +43,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
         )
 
     _import_task_modules(app)
+    _load_schedules(app)
 
     from app import cli, web
 
@@ -118,6 +119,17 @@ def _write_secret_key(path: str) -> str:
     with os.fdopen(descriptor, "w", encoding="ascii") as file:
         file.write(key)
     return key
+
+
+def _load_schedules(app: Flask) -> None:
+    from app.tasks.errors import ValidationError
+    from app.tasks.schedules import load_schedules
+
+    try:
+        load_schedules(app.config.get("SCHEDULES") or {})
+    except ValidationError as error:
+        details = "; ".join(f"{name} {message}" for name, message in error.fields.items())
+        raise RuntimeError(f"invalid SCHEDULES setting: {details}") from None
 
 
 def _import_task_modules(app: Flask) -> None:

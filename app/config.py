@@ -21,6 +21,12 @@ SQLITE_SYNCHRONOUS = "NORMAL"
 # A list of dotted names, or one comma-separated string.
 TASK_MODULES = []
 
+# Recurring tasks: {name: {"cron": "*/5 * * * *", "type": ..., "params": {...}}}.
+# Cron fields are in UTC; the other keys are those of a submission (priority,
+# queue, max_attempts, timeout_seconds). Each scheduled time runs once, however
+# many workers run.
+SCHEDULES = {}
+
 # Run a worker inside the web process (`make run`, `flask run`, gunicorn).
 EMBEDDED_WORKER = True
 

@@ -93,7 +93,8 @@ def database_url(request, tmp_path):
 
     url = request.getfixturevalue("postgres_database")
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("TRUNCATE task_events, tasks RESTART IDENTITY CASCADE")
+        connection.execute(
+            "TRUNCATE task_events, tasks, workers, queues RESTART IDENTITY CASCADE")
     return url
 
 

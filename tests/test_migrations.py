@@ -10,7 +10,7 @@ from app import MIGRATIONS_DIRECTORY, create_app
 from app.extensions import db
 from conftest import BASE_CONFIG
 
-TABLES = {"tasks", "task_events"}
+TABLES = {"tasks", "task_events", "workers", "queues"}
 
 TASK_CHECKS = {
     "ck_tasks_status_valid",

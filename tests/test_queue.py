@@ -1134,7 +1134,7 @@ def test_extend_leases_omits_lost_attempts(app, now):
 
 
 def test_extend_leases_omits_other_workers_and_stale_attempts(app, now):
-    task = _submit(now=now)
+    _submit(now=now)
     claim = _claim_one(now)
 
     assert queue.extend_leases(OTHER_WORKER, [claim], now=now) == {}
@@ -1584,7 +1584,7 @@ def test_task_to_dict_timestamps_have_offset(app):
 def fast_host_clock(monkeypatch):
     """Make this host's clock run an hour ahead of the database server's."""
     ahead = utcnow() + timedelta(hours=1)
-    monkeypatch.setattr("app.tasks.queue.utcnow", lambda: ahead)
+    monkeypatch.setattr("app.tasks.session.utcnow", lambda: ahead)
     return ahead
 
 

@@ -226,3 +226,54 @@ class TaskEvent(db.Model):
             "message": self.message,
             "created_at": isoformat(self.created_at),
         }
+
+
+class WorkerProcess(db.Model):
+    """A worker process that announced itself, with its last heartbeat.
+
+    A clean stop deletes the row. A row whose heartbeat is older than
+    LEASE_SECONDS belongs to a worker that is gone: it died or lost the
+    database, and the leases of its tasks run out and are recovered.
+    """
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues = mapped_column(JSON(none_as_null=True))
+    concurrency: Mapped[int] = mapped_column(Integer)
+    started_at = mapped_column(UTCDateTime, nullable=False)
+    heartbeat_at = mapped_column(UTCDateTime, nullable=False)
+
+    def to_dict(self, *, running: list[int], gone: bool) -> dict:
+        return {
+            "id": self.id,
+            "hostname": self.hostname,
+            "pid": self.pid,
+            "queues": self.queues,
+            "concurrency": self.concurrency,
+            "started_at": isoformat(self.started_at),
+            "heartbeat_at": isoformat(self.heartbeat_at),
+            "running_task_ids": running,
+            "gone": gone,
+        }
+
+
+class QueueState(db.Model):
+    """Settings of one named queue that every worker obeys: paused, and a concurrency limit.
+
+    A queue without a row is running and unlimited.
+    """
+
+    __tablename__ = "queues"
+    __table_args__ = (
+        CheckConstraint(
+            "concurrency_limit IS NULL OR concurrency_limit >= 1", name="concurrency_limit_positive"
+        ),
+    )
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    updated_at = mapped_column(UTCDateTime, nullable=False)

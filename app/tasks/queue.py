@@ -10,9 +10,8 @@ Views, the JSON API, the worker and tests all go through these functions.
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import case, func, insert, select, update
@@ -35,7 +34,8 @@ from .lifecycle import (
 from .models import MAX_ATTEMPTS_LIMIT, Task, TaskEvent
 from .registry import registry
 from .submission import validate_submission
-from .timeutil import utcnow
+from .queue_control import claim_rules
+from .session import clock, clock_expression, uses_database_clock, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -76,58 +76,9 @@ def _setting(name: str):
     return current_app.config[name]
 
 
-@contextmanager
-def _transaction():
-    """Run the body in one write transaction and commit it, or roll it back on error.
-
-    A read transaction the caller left open is committed first, so that the
-    write starts on fresh data. On SQLite the write transaction begins with
-    BEGIN IMMEDIATE (see app/database.py), so two writers queue on the busy
-    timeout instead of failing when one upgrades a read lock.
-    """
-    session = db.session()
-    if session.in_transaction():
-        session.commit()
-    session.connection(execution_options={"taskboard_write": True})
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-
-
-def _uses_database_clock(session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
-def _clock(session, now: datetime | None) -> datetime:
-    """Return `now` if given, else the current time on the clock that decides leases.
-
-    On PostgreSQL that is the database server's clock (the start of the
-    current transaction), so worker machines whose clocks disagree still agree
-    on when a lease expires and in which order timestamps fall. SQLite lives
-    on one machine, whose clock is used.
-    """
-    if now is not None:
-        return now
-    if _uses_database_clock(session):
-        return session.execute(select(func.now())).scalar_one().astimezone(UTC)
-    return utcnow()
-
-
-def _clock_expression(session, now: datetime | None):
-    """Return `now`, or the current time as SQL to embed in a statement (no extra round trip)."""
-    if now is not None:
-        return now
-    if _uses_database_clock(session):
-        return func.now()
-    return utcnow()
-
-
 def _notify_workers(session, queue_name: str) -> None:
     """Wake workers in other processes when this transaction commits (PostgreSQL only)."""
-    if _uses_database_clock(session):
+    if uses_database_clock(session):
         session.execute(select(func.pg_notify(NOTIFY_CHANNEL, queue_name)))
 
 
@@ -214,8 +165,8 @@ def submit(data: Mapping, *, source: str = "code", now: datetime | None = None) 
     message = f"Submitted from {source}"
 
     try:
-        with _transaction() as session:
-            now = _clock(session, now)
+        with write_transaction() as session:
+            now = clock(session, now)
             task.created_at = now
             task.run_at = now + timedelta(seconds=submission.delay_seconds)
             if task.run_at > now:
@@ -252,46 +203,31 @@ def claim(worker_id: str, limit: int, *, queues: Iterable[str] | None = None,
           now: datetime | None = None) -> list[Claim]:
     """Move up to `limit` due tasks to PROCESSING for `worker_id` and return the claims.
 
-    Due tasks are PENDING or RETRYING with run_at in the past, taken by
-    priority (highest first), then run_at, then id. The selection and the
-    UPDATE are one statement in one transaction: on PostgreSQL the rows are
-    locked with FOR UPDATE SKIP LOCKED, and SQLite allows one writer at a
-    time, so two workers never claim the same attempt.
+    Due tasks are PENDING or RETRYING with run_at in the past, in a queue
+    that is not paused, taken by priority (highest first), then run_at, then
+    id; tasks of a queue with a concurrency limit are taken only while it has
+    free slots. Each selection and UPDATE is one statement in one
+    transaction: on PostgreSQL the rows are locked with FOR UPDATE SKIP
+    LOCKED, and SQLite allows one writer at a time, so two workers never
+    claim the same attempt.
     """
     if limit <= 0:
         return []
-    session = db.session()
-    now = _clock_expression(session, now)
-    lease_expires_at = now + timedelta(seconds=_setting("LEASE_SECONDS"))
-    t = tasks_table
+    wanted = set(queues) if queues else None
 
-    due = select(t.c.id).where(t.c.status.in_(CLAIMABLE_STATUSES), t.c.run_at <= now)
-    if queues:
-        due = due.where(t.c.queue.in_(list(queues)))
-    due = (
-        due.order_by(t.c.priority.desc(), t.c.run_at, t.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("due")
-    )
-    statement = (
-        update(t)
-        .where(t.c.id == due.c.id, t.c.status.in_(CLAIMABLE_STATUSES))
-        .values(
-            status=TaskStatus.PROCESSING.value,
-            attempts=t.c.attempts + 1,
-            locked_by=worker_id,
-            lease_expires_at=lease_expires_at,
-            started_at=now,
-            progress=0,
-            progress_message=None,
-        )
-        .returning(t.c.id, t.c.type, t.c.params, t.c.attempts, t.c.max_attempts,
-                   t.c.timeout_seconds, t.c.priority, t.c.run_at, t.c.started_at)
-    )
+    with write_transaction() as session:
+        moment = clock_expression(session, now)
+        paused, free_slots = claim_rules(session, lock=uses_database_clock(session))
+        rows = _claim_batch(session, worker_id, limit, moment, only=wanted,
+                            skip=paused | set(free_slots))
+        for name, slots in sorted(free_slots.items()):
+            remaining = limit - len(rows)
+            if remaining <= 0:
+                break
+            if slots > 0 and (wanted is None or name in wanted):
+                rows += _claim_batch(session, worker_id, min(slots, remaining), moment,
+                                     only={name}, skip=set())
 
-    with _transaction() as session:
-        rows = session.execute(statement).all()
         rows.sort(key=lambda row: (-row.priority, row.run_at, row.id))
         _write_events(session, [
             _event_row(row.id, EventKind.STARTED, attempt=row.attempts, worker_id=worker_id,
@@ -306,6 +242,39 @@ def claim(worker_id: str, limit: int, *, queues: Iterable[str] | None = None,
               worker_id=worker_id)
         for row in rows
     ]
+
+
+def _claim_batch(session, worker_id: str, limit: int, moment, *, only: set[str] | None,
+                 skip: set[str]) -> list:
+    """Claim up to `limit` due tasks of the queues in `only` (all if None) but not in `skip`."""
+    t = tasks_table
+    due = select(t.c.id).where(t.c.status.in_(CLAIMABLE_STATUSES), t.c.run_at <= moment)
+    if only is not None:
+        due = due.where(t.c.queue.in_(sorted(only)))
+    if skip:
+        due = due.where(t.c.queue.not_in(sorted(skip)))
+    due = (
+        due.order_by(t.c.priority.desc(), t.c.run_at, t.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("due")
+    )
+    statement = (
+        update(t)
+        .where(t.c.id == due.c.id, t.c.status.in_(CLAIMABLE_STATUSES))
+        .values(
+            status=TaskStatus.PROCESSING.value,
+            attempts=t.c.attempts + 1,
+            locked_by=worker_id,
+            lease_expires_at=moment + timedelta(seconds=_setting("LEASE_SECONDS")),
+            started_at=moment,
+            progress=0,
+            progress_message=None,
+        )
+        .returning(t.c.id, t.c.type, t.c.params, t.c.attempts, t.c.max_attempts,
+                   t.c.timeout_seconds, t.c.priority, t.c.run_at, t.c.started_at)
+    )
+    return session.execute(statement).all()
 
 
 def _held_by(worker_id: str, attempt: int):
@@ -340,7 +309,7 @@ def succeed(claim: Claim, result, *, now: datetime | None = None) -> None:
     """
     encode_result(result)
     t = tasks_table
-    with _transaction() as session:
+    with write_transaction() as session:
         statement = (
             update(t)
             .where(t.c.id == claim.task_id, t.c.status.in_(sources(Transition.SUCCEED)),
@@ -348,7 +317,7 @@ def succeed(claim: Claim, result, *, now: datetime | None = None) -> None:
             .values(
                 status=TaskStatus.SUCCEEDED.value,
                 result=result,
-                finished_at=_clock_expression(session, now),
+                finished_at=clock_expression(session, now),
                 locked_by=None,
                 lease_expires_at=None,
                 progress=100,
@@ -414,7 +383,7 @@ def fail(claim: Claim, error: str, traceback: str | None = None, *, retryable: b
     FAILED otherwise. Raise LeaseLost if the worker no longer holds the attempt.
     """
     held = _held_by(claim.worker_id, claim.attempt)
-    with _transaction() as session:
+    with write_transaction() as session:
         # Locked, so that a cancel request cannot land between reading the
         # flag and the UPDATE, and be lost.
         row = session.execute(
@@ -425,7 +394,7 @@ def fail(claim: Claim, error: str, traceback: str | None = None, *, retryable: b
         if row is None:
             raise LeaseLost(claim.task_id, claim.worker_id, claim.attempt)
 
-        now = _clock(session, now)
+        now = clock(session, now)
         outcome = _outcome_of_failed_attempt(
             task_id=claim.task_id, attempt=claim.attempt, max_attempts=row.max_attempts,
             cancel_requested=row.cancel_requested, retryable=retryable, error=error,
@@ -452,8 +421,8 @@ def extend_leases(worker_id: str, claims: Iterable[Claim], *,
         return {}
     t = tasks_table
     attempts = {c.task_id: c.attempt for c in claims}
-    with _transaction() as session:
-        lease_expires_at = _clock_expression(session, now) + timedelta(
+    with write_transaction() as session:
+        lease_expires_at = clock_expression(session, now) + timedelta(
             seconds=_setting("LEASE_SECONDS"))
         statement = (
             update(t)
@@ -481,7 +450,7 @@ def report_progress(claim: Claim, percent: int, message: str | None = None) -> b
         .values(progress=percent, progress_message=message)
         .returning(t.c.cancel_requested)
     )
-    with _transaction() as session:
+    with write_transaction() as session:
         cancel_flag = session.execute(statement).scalar_one_or_none()
     if cancel_flag is None:
         raise LeaseLost(claim.task_id, claim.worker_id, claim.attempt)
@@ -498,8 +467,8 @@ def release(claims: Iterable[Claim], *, reason: str, now: datetime | None = None
     released.
     """
     released = []
-    with _transaction() as session:
-        now = _clock(session, now)
+    with write_transaction() as session:
+        now = clock(session, now)
         for claim in claims:
             values = dict(status=TaskStatus.PENDING.value, attempts=claim.attempt - 1,
                           run_at=now, locked_by=None, lease_expires_at=None,
@@ -533,10 +502,10 @@ def write_log(task_id: int, message: str, *, level: EventLevel | str = EventLeve
               now: datetime | None = None) -> None:
     """Append a `log` event to a task's history."""
     level = EventLevel(str(level).lower())
-    with _transaction() as session:
+    with write_transaction() as session:
         row = _event_row(task_id, EventKind.LOG, attempt=attempt, worker_id=worker_id,
                          message=str(message), level=level,
-                         now=_clock_expression(session, now))
+                         now=clock_expression(session, now))
         session.execute(insert(events_table).values(**row))
 
 
@@ -549,18 +518,18 @@ def recover_expired_leases(*, now: datetime | None = None, limit: int = 100) -> 
     """
     t = tasks_table
     recovered = 0
-    with _transaction() as session:
+    with write_transaction() as session:
         rows = session.execute(
             select(t.c.id, t.c.attempts, t.c.max_attempts, t.c.cancel_requested, t.c.locked_by,
                    t.c.lease_expires_at)
             .where(t.c.status == TaskStatus.PROCESSING.value,
-                   t.c.lease_expires_at < _clock_expression(session, now))
+                   t.c.lease_expires_at < clock_expression(session, now))
             .order_by(t.c.lease_expires_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
         if rows:
-            now = _clock(session, now)
+            now = clock(session, now)
 
         for row in rows:
             error = (f"{WORKER_LOST}: worker lost; {row.locked_by} stopped renewing its lease, "
@@ -601,8 +570,8 @@ def cancel(task_id: int, *, source: str = "code", now: datetime | None = None) -
     request stands changes nothing. Raise InvalidTransition from any other
     status, TaskNotFound for an unknown id.
     """
-    with _transaction() as session:
-        now = _clock(session, now)
+    with write_transaction() as session:
+        now = clock(session, now)
         # Locked, so that a worker cannot claim the task between this check
         # and the UPDATE below (SQLite's write transaction already excludes it).
         task = _load(session, task_id, for_update=True)
@@ -649,8 +618,8 @@ def retry(task_id: int, *, source: str = "code", now: datetime | None = None) ->
     from any other status, TaskNotFound for an unknown id.
     """
     t = tasks_table
-    with _transaction() as session:
-        now = _clock(session, now)
+    with write_transaction() as session:
+        now = clock(session, now)
         task = _load(session, task_id)
         task.requeue()
         if task.attempts >= MAX_ATTEMPTS_LIMIT:

@@ -16,7 +16,8 @@ from flask import Flask
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.extensions import db
-from app.tasks import PermanentError, queue, registry, signals
+from app.tasks import PermanentError, queue, registry, signals, worker_registry
+from app.tasks.schedules import schedules
 from app.tasks.errors import InvalidResult, LeaseLost
 from app.tasks.queue import Claim
 
@@ -144,6 +145,9 @@ class Worker:
         signals.task_submitted.connect(self._on_task_submitted, sender=self.app)
         signals.cancel_requested.connect(self._on_cancel_requested, sender=self.app)
         with self.app.app_context():
+            worker_registry.register_worker(
+                self.id, hostname=socket.gethostname(), pid=os.getpid(), queues=self.queues,
+                concurrency=self.concurrency)
             if db.engine.dialect.name == "postgresql":
                 self._listener = NotificationListener(db.engine.url, self._on_notification)
                 self._listener.start()
@@ -186,6 +190,14 @@ class Worker:
             self._scheduler.shutdown(wait=True)
         self._release_unfinished()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._started:
+            try:
+                with self.app.app_context():
+                    worker_registry.unregister_worker(self.id)
+            except Exception:
+                log.exception("Worker %s could not remove itself from the registry; it is "
+                              "shown as gone once its heartbeat is stale", self.id,
+                              extra={"worker_id": self.id})
         log.info("Worker %s stopped", self.id,
                  extra={"worker_id": self.id, "event": "worker_stopped"})
 
@@ -254,6 +266,7 @@ class Worker:
                 if time.monotonic() - self._last_recovery >= self.poll_interval:
                     self._last_recovery = time.monotonic()
                     queue.recover_expired_leases()
+                    self._submit_scheduled()
                 self._claim_while_slots_free()
         except Exception as error:
             self._back_off_polling(error)
@@ -267,6 +280,17 @@ class Worker:
             self._polling = False
         if self._wake_pending and not self._stopping.is_set():
             self.wake()
+
+    def _submit_scheduled(self) -> None:
+        if not len(schedules):
+            return
+        try:
+            schedules.submit_due()
+        except Exception as error:
+            if _is_transient(error):
+                raise
+            log.exception("Worker %s could not submit scheduled tasks", self.id,
+                          extra={"worker_id": self.id, "event": "schedule_failed"})
 
     def _back_off_polling(self, error: Exception) -> None:
         """Skip polls for a while after a failed one, doubling the pause each time."""
@@ -307,10 +331,12 @@ class Worker:
     def _heartbeat(self) -> None:
         with self._lock:
             running = list(self._running.values())
-        if not running:
-            return
         try:
             with self.app.app_context():
+                if not worker_registry.beat(self.id):
+                    worker_registry.register_worker(
+                        self.id, hostname=socket.gethostname(), pid=os.getpid(),
+                        queues=self.queues, concurrency=self.concurrency)
                 held = queue.extend_leases(self.id, [r.claim for r in running])
         except Exception as error:
             if not _is_transient(error):
