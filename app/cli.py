@@ -8,6 +8,7 @@ import threading
 import click
 from flask import Flask, current_app
 
+from app.tasks import ValidationError, queue_control, worker_registry
 from app.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -51,5 +52,81 @@ def worker_command(concurrency, queues, poll_interval):
     worker.stop()
 
 
+@click.group("queue")
+def queue_group():
+    """Show, pause and resume queues, and set their concurrency limits."""
+
+
+@queue_group.command("list")
+def queue_list():
+    """Print each queue with its state and task counts."""
+    overviews = queue_control.list_queues()
+    if not overviews:
+        click.echo("No queues yet: a queue appears with its first task or setting.")
+    for overview in overviews:
+        state = "paused" if overview.paused else "running"
+        limit = overview.concurrency_limit or "none"
+        counts = ", ".join(f"{status} {count}" for status, count in overview.counts.items() if count)
+        click.echo(f"{overview.name}: {state}, limit {limit}; {counts or 'no tasks'}")
+
+
+@queue_group.command("pause")
+@click.argument("name")
+def queue_pause(name):
+    """Stop every worker from claiming tasks of queue NAME."""
+    _run_queue_change(queue_control.pause_queue, name)
+    click.echo(f"Queue {name} paused; running tasks finish, waiting ones stay queued.")
+
+
+@queue_group.command("resume")
+@click.argument("name")
+def queue_resume(name):
+    """Let workers claim tasks of queue NAME again."""
+    _run_queue_change(queue_control.resume_queue, name)
+    click.echo(f"Queue {name} resumed.")
+
+
+@queue_group.command("limit")
+@click.argument("name")
+@click.argument("limit")
+def queue_limit(name, limit):
+    """Run at most LIMIT tasks of queue NAME at once across all workers ("none" lifts it)."""
+    if limit.lower() == "none":
+        value = None
+    else:
+        try:
+            value = int(limit)
+        except ValueError:
+            raise click.BadParameter("must be a whole number of at least 1, or none",
+                                     param_hint="LIMIT") from None
+    _run_queue_change(queue_control.set_concurrency_limit, name, value)
+    click.echo(f"Queue {name} concurrency limit: {limit}.")
+
+
+def _run_queue_change(change, *args) -> None:
+    try:
+        change(*args)
+    except ValidationError as error:
+        message = "; ".join(f"{field} {text}" for field, text in error.fields.items())
+        raise click.UsageError(message) from None
+
+
+@click.command("workers")
+def workers_command():
+    """Print the registered workers; a worker with a stale heartbeat is marked gone."""
+    statuses = worker_registry.list_workers()
+    if not statuses:
+        click.echo("No workers are registered.")
+    for status in statuses:
+        worker = status.worker
+        state = "GONE" if status.gone else "live"
+        queues = ", ".join(worker.queues or ["all queues"])
+        running = ", ".join(map(str, status.running_task_ids)) or "nothing"
+        click.echo(f"{worker.id} [{state}] pid {worker.pid} on {worker.hostname}, {queues}, "
+                   f"heartbeat {status.heartbeat_age_seconds:.0f} s ago, running {running}")
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(worker_command)
+    app.cli.add_command(queue_group)
+    app.cli.add_command(workers_command)

@@ -90,7 +90,11 @@ class ScheduleBook:
         return schedule
 
     def remove(self, name: str) -> None:
+        """Drop the schedule `name` and forget which of its times were submitted."""
         self._schedules.pop(name, None)
+        prefix = f"schedule:{name}:"
+        for key in [key for key in self._submitted if key.startswith(prefix)]:
+            del self._submitted[key]
 
     def __iter__(self):
         return iter(sorted(self._schedules.values(), key=lambda s: s.name))

@@ -15,7 +15,16 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from app.tasks import InvalidTransition, TaskError, TaskNotFound, ValidationError, queries, queue
+from app.tasks import (
+    InvalidTransition,
+    TaskError,
+    TaskNotFound,
+    ValidationError,
+    queries,
+    queue,
+    queue_control,
+    worker_registry,
+)
 from app.tasks.queue import RetryLimitReached
 from app.tasks.submission import QUEUE_NAME
 
@@ -205,6 +214,56 @@ def list_events():
     page = queries.list_events(**query, limit=limit)
 
     return jsonify(events=[event.to_dict() for event in page.items], **_pagination(page))
+
+
+# Queues and workers
+
+QUEUE_URL = "/queues/<string(maxlength=100):name>"
+
+
+@bp.get("/queues")
+def list_queues():
+    """List every queue with its settings, counts per status and oldest waiting task."""
+    return jsonify(queues=[overview.to_dict() for overview in queue_control.list_queues()])
+
+
+@bp.post(QUEUE_URL + "/pause")
+def pause_queue(name: str):
+    """Stop every worker from claiming tasks of one queue, ignoring any request body."""
+    queue_control.pause_queue(name)
+    return jsonify(_queue_overview(name))
+
+
+@bp.post(QUEUE_URL + "/resume")
+def resume_queue(name: str):
+    """Let workers claim tasks of one queue again, ignoring any request body."""
+    queue_control.resume_queue(name)
+    return jsonify(_queue_overview(name))
+
+
+@bp.put(QUEUE_URL + "/concurrency-limit")
+def set_queue_limit(name: str):
+    """Set a queue's concurrency limit from {"concurrency_limit": N or null}."""
+    data = _json_object_body()
+    unknown = sorted(set(data) - {"concurrency_limit"})
+    if unknown or "concurrency_limit" not in data:
+        fields = {key: "is not a known field (known: concurrency_limit)" for key in unknown}
+        if "concurrency_limit" not in data:
+            fields["concurrency_limit"] = "is required (a whole number of at least 1, or null)"
+        raise invalid_input(fields)
+
+    queue_control.set_concurrency_limit(name, data["concurrency_limit"])
+    return jsonify(_queue_overview(name))
+
+
+def _queue_overview(name: str) -> dict:
+    return next(o.to_dict() for o in queue_control.list_queues() if o.name == name)
+
+
+@bp.get("/workers")
+def list_workers():
+    """List registered workers, live ones first, with the tasks each one runs."""
+    return jsonify(workers=[status.to_dict() for status in worker_registry.list_workers()])
 
 
 # Input
