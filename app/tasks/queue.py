@@ -462,39 +462,51 @@ def release(claims: Iterable[Claim], *, reason: str, now: datetime | None = None
 
     For a worker that stops before its handlers return. The attempt does not
     count, so `attempts` goes back down by one; the handler may still have
-    done part of its work, which is why handlers should be idempotent.
-    Attempts the worker no longer holds are skipped. Return how many were
-    released.
+    done part of its work, which is why handlers should be idempotent. A task
+    that a person asked to stop ends CANCELLED instead, since running it again
+    would undo the request. Attempts the worker no longer holds are skipped.
+    Return how many were released or cancelled.
     """
-    released = []
+    t = tasks_table
+    events = []
+    queues = set()
     with write_transaction() as session:
         now = clock(session, now)
         for claim in claims:
-            values = dict(status=TaskStatus.PENDING.value, attempts=claim.attempt - 1,
-                          run_at=now, locked_by=None, lease_expires_at=None,
-                          progress=0, progress_message=None)
-            if _guarded_update(session, claim.task_id, Transition.RELEASE, values,
-                               *_held_by(claim.worker_id, claim.attempt)):
-                released.append(claim)
-        _write_events(session, [
-            _event_row(claim.task_id, EventKind.REQUEUED, attempt=claim.attempt,
-                       worker_id=claim.worker_id, now=now, level=EventLevel.WARNING,
-                       message=f"Released by worker {claim.worker_id}: {reason}; "
-                               f"attempt {claim.attempt} did not finish and does not count")
-            for claim in released
-        ])
-        for queue_name in sorted({_queue_of(session, claim.task_id) for claim in released}):
+            held = _held_by(claim.worker_id, claim.attempt)
+            row = session.execute(
+                select(t.c.queue, t.c.cancel_requested).where(t.c.id == claim.task_id, *held)
+                .with_for_update()
+            ).one_or_none()
+            if row is None:
+                continue
+            if row.cancel_requested:
+                values = dict(status=TaskStatus.CANCELLED.value, finished_at=now, locked_by=None,
+                              lease_expires_at=None)
+                transition, kind = Transition.CANCEL, EventKind.CANCELLED
+                message = (f"Cancelled, as a person asked: worker {claim.worker_id} stopped "
+                           f"before attempt {claim.attempt} finished")
+            else:
+                values = dict(status=TaskStatus.PENDING.value, attempts=claim.attempt - 1,
+                              run_at=now, locked_by=None, lease_expires_at=None,
+                              progress=0, progress_message=None)
+                transition, kind = Transition.RELEASE, EventKind.REQUEUED
+                message = (f"Released by worker {claim.worker_id}: {reason}; "
+                           f"attempt {claim.attempt} did not finish and does not count")
+                queues.add(row.queue)
+            if _guarded_update(session, claim.task_id, transition, values, *held):
+                events.append(_event_row(claim.task_id, kind, attempt=claim.attempt,
+                                         worker_id=claim.worker_id, now=now,
+                                         level=EventLevel.WARNING, message=message))
+        _write_events(session, events)
+        for queue_name in sorted(queues):
             _notify_workers(session, queue_name)
 
-    for claim in released:
-        log.warning("Task %s released by worker %s: %s", claim.task_id, claim.worker_id, reason,
-                    extra={"task_id": claim.task_id, "worker_id": claim.worker_id,
+    for event in events:
+        log.warning("Task %s: %s", event["task_id"], event["message"],
+                    extra={"task_id": event["task_id"], "worker_id": event["worker_id"],
                            "event": "released"})
-    return len(released)
-
-
-def _queue_of(session, task_id) -> str:
-    return session.execute(select(tasks_table.c.queue).where(tasks_table.c.id == task_id)).scalar_one()
+    return len(events)
 
 
 def write_log(task_id: int, message: str, *, level: EventLevel | str = EventLevel.INFO,

@@ -2,6 +2,7 @@
 
 import atexit
 import logging
+import threading
 
 import click
 from flask import Flask
@@ -42,5 +43,23 @@ def start_embedded_worker_if_serving(app: Flask) -> Worker | None:
     worker = Worker(app)
     worker.start()
     app.extensions["taskboard.worker"] = worker
-    atexit.register(worker.stop)
+    _stop_before_thread_pools(worker)
     return worker
+
+
+def _stop_before_thread_pools(worker: Worker) -> None:
+    """Make the interpreter stop `worker` before it shuts down thread pools at exit.
+
+    concurrent.futures joins every pool thread from a hook that runs before
+    atexit handlers; a worker stopped any later could no longer run
+    heartbeats during its grace period, and the process would wait for each
+    handler to return. threading._register_atexit runs hooks in reverse
+    order of registration, so this one runs first.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:
+        # NOTE: CPython 3.9 added threading._register_atexit; elsewhere the
+        # worker stops only after running handlers return.
+        atexit.register(worker.stop)
+        return
+    register(worker.stop)

@@ -49,6 +49,10 @@ class _RunningAttempt:
     claim: Claim
     context: TaskContext
     started: float = field(default_factory=time.monotonic)
+    # Set when the handler returns, or when a stopping worker released the
+    # attempt; the thread that waits for the handler then looks at `released`.
+    wakeup: threading.Event = field(default_factory=threading.Event)
+    released: bool = False
 
 
 # Longest wait, in seconds, between two tries to reach a database that is down.
@@ -64,6 +68,10 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, OperationalError) or (
         isinstance(error, DBAPIError) and error.connection_invalidated
     )
+
+
+def _attempts(count: int, state: str) -> str:
+    return f"{count} {state} attempt" + ("" if count == 1 else "s")
 
 
 def _first_line(error: BaseException) -> str:
@@ -179,8 +187,8 @@ class Worker:
         if self._started:
             self._scheduler.remove_job("poll")
             if self.running_count:
-                log.info("Worker %s stopping: waiting up to %g s for %s running attempts",
-                         self.id, timeout, self.running_count,
+                log.info("Worker %s stopping: waiting up to %g s for %s",
+                         self.id, timeout, _attempts(self.running_count, "running"),
                          extra={"worker_id": self.id, "event": "worker_stopping"})
 
         deadline = time.monotonic() + timeout
@@ -206,7 +214,10 @@ class Worker:
             unfinished = list(self._running.values())
         if not unfinished:
             return
+        # Marked first, so that a handler that stops now is not recorded as a
+        # failure of the attempt that is being released.
         for attempt in unfinished:
+            attempt.released = True
             attempt.context.request_stop("the worker is stopping")
         try:
             with self.app.app_context():
@@ -216,13 +227,19 @@ class Worker:
                 )
         except Exception:
             log.exception(
-                "Worker %s could not release %s unfinished attempts; they are recovered "
-                "when their leases expire", self.id, len(unfinished),
+                "Worker %s could not release %s; they are recovered when their leases expire",
+                self.id, _attempts(len(unfinished), "unfinished"),
                 extra={"worker_id": self.id, "event": "release_failed"},
             )
-            return
-        log.warning("Worker %s released %s unfinished attempts back to the queue",
-                    self.id, released, extra={"worker_id": self.id, "event": "released"})
+            released = None
+        else:
+            log.warning("Worker %s released %s back to the queue",
+                        self.id, _attempts(released, "unfinished"),
+                        extra={"worker_id": self.id, "event": "released"})
+        # Whatever the release did, the threads waiting for these handlers
+        # return now, so that the process can exit; the handlers are abandoned.
+        for attempt in unfinished:
+            attempt.wakeup.set()
 
     @property
     def running_count(self) -> int:
@@ -372,6 +389,8 @@ class Worker:
         claim = attempt.claim
         try:
             outcome = self._execute(attempt)
+            if outcome is None:
+                return
             with self.app.app_context():
                 self._record(claim, outcome)
         except Exception:
@@ -386,8 +405,12 @@ class Worker:
                     del self._running[claim.task_id]
             self.wake()
 
-    def _execute(self, attempt: _RunningAttempt) -> _Outcome:
-        """Run the handler in its own thread and wait for it up to the task's timeout."""
+    def _execute(self, attempt: _RunningAttempt) -> _Outcome | None:
+        """Run the handler in its own thread and wait for it up to the task's timeout.
+
+        Return None when a stopping worker released the attempt meanwhile:
+        there is then nothing left to record.
+        """
         claim = attempt.claim
         task_type = registry.get(claim.type)
         if task_type is None:
@@ -411,6 +434,7 @@ class Worker:
                 outcome.retryable = not isinstance(error, PermanentError)
             finally:
                 finished.set()
+                attempt.wakeup.set()
                 if attempt.context.abandoned:
                     self._report_late_handler(claim, outcome)
 
@@ -418,7 +442,11 @@ class Worker:
             target=run_handler, name=f"taskboard-task-{claim.task_id}", daemon=True
         )
         thread.start()
-        if finished.wait(claim.timeout_seconds):
+        attempt.wakeup.wait(claim.timeout_seconds)
+        if attempt.released:
+            attempt.context.abandoned = True
+            return None
+        if finished.is_set():
             return outcome
 
         attempt.context.abandoned = True
@@ -433,7 +461,8 @@ class Worker:
     def _report_late_handler(self, claim: Claim, outcome: _Outcome) -> None:
         what = "returned" if outcome.ok else f"raised {outcome.error}"
         log.warning(
-            "Task %s attempt %s %s after its timeout; the outcome was discarded",
+            "Task %s attempt %s %s after the worker gave up on it (timeout or shutdown); "
+            "the outcome was discarded",
             claim.task_id, claim.attempt, what,
             extra={"task_id": claim.task_id, "worker_id": self.id, "event": "late_outcome"},
         )
