@@ -138,6 +138,7 @@ class Worker:
         self._last_recovery = 0.0
         self._poll_failures = 0
         self._poll_resume_at = 0.0
+        self._poll_failure_transient = False
 
     # Life cycle
 
@@ -261,6 +262,10 @@ class Worker:
             self.wake()
 
     def _on_notification(self, queue_name: str | None) -> None:
+        if self._poll_failure_transient:
+            # The notice came over a live connection, so the database is
+            # reachable again and the pause after a lost connection can end.
+            self._poll_resume_at = 0.0
         if queue_name is None or self.queues is None or queue_name in self.queues:
             self.wake()
 
@@ -314,6 +319,7 @@ class Worker:
         self._poll_failures += 1
         delay = min(self.poll_interval * 2 ** min(self._poll_failures - 1, 16), MAX_RECONNECT_DELAY)
         self._poll_resume_at = time.monotonic() + delay
+        self._poll_failure_transient = _is_transient(error)
         extra = {"worker_id": self.id, "event": "poll_failed"}
         if _is_transient(error):
             log.warning("Worker %s cannot reach the database (%s); next try in %.1f s",
