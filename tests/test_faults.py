@@ -129,6 +129,36 @@ def test_worker_survives_terminated_connections(fault_app, make_app, database_ur
     assert (later.started_at - later.created_at).total_seconds() < 1
 
 
+def test_notification_ends_poll_pause(fault_app, make_app, database_url, monkeypatch):
+    _require_postgres(database_url)
+    worker_app = make_app(TASK_MODULES=[PLUGIN])
+    real_claim = queue.claim
+    failed = []
+
+    def claim_failing_once(*args, **kwargs):
+        if not failed:
+            failed.append(time.monotonic())
+            raise _transient_error()
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "claim", claim_failing_once)
+    # After the failed first poll the worker pauses polling for one poll
+    # interval (10 s); a notice shows that the database answers again.
+    worker = Worker(worker_app, poll_interval=10)
+    worker.start()
+    try:
+        wait_for(lambda: failed, timeout=5)
+        wait_for(lambda: _scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                 "current_database() AND query LIKE 'LISTEN%'"), timeout=10)
+        task, _ = queue.submit({"type": "record_run"})
+        wait_for(lambda: _reload(task.id).status == TaskStatus.SUCCEEDED, timeout=15)
+    finally:
+        worker.stop(timeout=2)
+
+    task = _reload(task.id)
+    assert (task.started_at - task.created_at).total_seconds() < 1
+
+
 # The server restarts
 
 
