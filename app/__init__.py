@@ -5,10 +5,12 @@ import logging
 import os
 import secrets
 
+import click
 from flask import Flask
 
 from app.database import configure_engine
 from app.extensions import csrf, db, migrate
+from app.settings import ConfigError, check_settings
 
 MIGRATIONS_DIRECTORY = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
 
@@ -18,8 +20,18 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
 
     `test_config` overrides every other setting; `instance_path` replaces the
     instance/ folder, which holds the SQLite database, config.py and the
-    generated secret key.
+    generated secret key. A setting Taskboard cannot use raises ConfigError,
+    which the `flask` command prints as a one-line error.
     """
+    try:
+        return _create_app(test_config, instance_path)
+    except ConfigError as error:
+        if click.get_current_context(silent=True) is not None:
+            raise click.ClickException(str(error)) from None
+        raise
+
+
+def _create_app(test_config: dict | None, instance_path: str | None) -> Flask:
     app = Flask(__name__, instance_relative_config=True, instance_path=instance_path)
     app.config.from_object("app.config")
     app.config.from_pyfile("config.py", silent=True)
@@ -27,6 +39,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     if test_config:
         app.config.update(test_config)
 
+    check_settings(app.config)
     os.makedirs(app.instance_path, exist_ok=True)
     _configure_logging(app)
     _configure_database(app)
@@ -129,7 +142,7 @@ def _load_schedules(app: Flask) -> None:
         load_schedules(app.config.get("SCHEDULES") or {})
     except ValidationError as error:
         details = "; ".join(f"{name} {message}" for name, message in error.fields.items())
-        raise RuntimeError(f"invalid SCHEDULES setting: {details}") from None
+        raise ConfigError(f"invalid SCHEDULES setting: {details}") from None
 
 
 def _import_task_modules(app: Flask) -> None:
@@ -141,7 +154,7 @@ def _import_task_modules(app: Flask) -> None:
         try:
             importlib.import_module(name)
         except ImportError as error:
-            raise RuntimeError(
+            raise ConfigError(
                 f"TASK_MODULES names {name!r}, which cannot be imported: {error}. "
                 "Check the module name and that it is on the Python path."
             ) from error

@@ -27,6 +27,9 @@ TASK_MODULES = []
 # many workers run.
 SCHEDULES = {}
 
+# The task type the dashboard form shows first.
+DEFAULT_TASK_TYPE = "word_count"
+
 # Run a worker inside the web process (`make run`, `flask run`, gunicorn).
 EMBEDDED_WORKER = True
 

@@ -9,10 +9,12 @@ import stat
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from app import create_app
 from app.extensions import db
+from app.settings import ConfigError
 from app.tasks import Task, TaskStatus, queue, registry
 from app.worker import Worker
 from conftest import wait_for
@@ -146,7 +148,7 @@ def test_config_argument_overrides_env(tmp_path, monkeypatch):
 
 
 def test_config_invalid_sqlite_synchronous_raises(tmp_path):
-    with pytest.raises(ValueError, match="SQLITE_SYNCHRONOUS is 'SOMETIMES'; use one of OFF"):
+    with pytest.raises(ConfigError, match="SQLITE_SYNCHRONOUS .* must be one of OFF"):
         _create(tmp_path, SECRET_KEY="k", SQLITE_SYNCHRONOUS="sometimes")
 
 
@@ -293,3 +295,33 @@ def test_task_modules_missing_module_raises(tmp_path, plugin):
 def test_task_modules_missing_package_raises(tmp_path):
     with pytest.raises(RuntimeError, match="'no_such_package.tasks', which cannot be imported"):
         _create(tmp_path, SECRET_KEY="k", TASK_MODULES="no_such_package.tasks")
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("TASKBOARD_WORKER_CONCURRENCY", "abc", "WORKER_CONCURRENCY"),
+    ("TASKBOARD_WORKER_CONCURRENCY", "0", "of at least 1"),
+    ("TASKBOARD_WORKER_POLL_INTERVAL", "0", "greater than 0"),
+    ("TASKBOARD_HEARTBEAT_INTERVAL", "60", "shorter than LEASE_SECONDS"),
+    ("TASKBOARD_DEFAULT_MAX_ATTEMPTS", "101", "at most 100"),
+    ("TASKBOARD_EMBEDDED_WORKER", "sometimes", "true or false"),
+    ("TASKBOARD_SQLITE_SYNCHRONOUS", "FAST", "NORMAL"),
+    ("TASKBOARD_LOG_LEVEL", "LOUD", "LOG_LEVEL"),
+])
+def test_config_invalid_setting_names_it(tmp_path, monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ConfigError) as error:
+        _create(tmp_path)
+
+    assert message in str(error.value)
+    assert variable in str(error.value)
+
+
+def test_config_invalid_setting_is_one_line_in_flask_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKBOARD_WORKER_CONCURRENCY", "abc")
+    context = click.Context(click.Command("run"), info_name="run")
+
+    with context, pytest.raises(click.ClickException) as error:
+        _create(tmp_path)
+
+    assert "TASKBOARD_WORKER_CONCURRENCY" in error.value.message

@@ -394,6 +394,25 @@ def test_submit_form_unknown_type_422(client):
     assert count_rows("tasks") == 0
 
 
+def test_submit_form_without_type_422(client):
+    response = post_form(client, {"shown_type": "word_count", "params-text": "hi"})
+    html = html_of(response)
+    assert response.status_code == 422
+    assert field_error(html, "type") == "Task type is required."
+    assert count_rows("tasks") == 0
+
+
+def test_submit_form_text_area_line_breaks_become_lf(client):
+    response = post_form(client, {"type": "word_count", "params-text": "one two\r\nthree\r\n"})
+    assert response.status_code == 303
+    assert reload(1).params == {"text": "one two\nthree\n"}
+
+
+def test_dashboard_form_shows_default_task_type_first(client):
+    html = html_of(client.get("/"))
+    assert re.search(r'<option selected value="word_count">', html)
+
+
 def test_submit_form_text_with_nul_character(client):
     response = post_form(client, {"type": "word_count", "params-text": "a\x00b"})
     page = client.get("/tasks/1")

@@ -25,6 +25,7 @@ from app.tasks import (
     ValidationError,
     queries,
     queue,
+    registry,
     signals,
 )
 from app.tasks.backoff import retry_delay
@@ -100,7 +101,7 @@ def test_submit_stores_pending_task(app, now):
     assert task.priority == 0
     assert task.attempts == 0
     assert task.max_attempts == app.config["DEFAULT_MAX_ATTEMPTS"]
-    assert task.timeout_seconds == app.config["DEFAULT_TIMEOUT_SECONDS"]
+    assert task.timeout_seconds == registry.get("sleep").timeout_seconds
     assert task.progress == 0
     assert task.cancel_requested is False
     assert task.created_at == now
@@ -518,7 +519,7 @@ def test_fail_with_attempts_left_writes_event(app, now, slow_backoff):
     assert event.level == "warning"
     assert event.attempt == 1
     assert event.worker_id == WORKER
-    assert event.message.startswith("Attempt 1 of 3 failed: RuntimeError: boom; retrying in ")
+    assert event.message.startswith("Attempt 1 of 3 failed: RuntimeError: boom. Retrying in ")
 
 
 def test_fail_backoff_doubles_then_caps(app, now, slow_backoff):
@@ -570,7 +571,7 @@ def test_fail_last_attempt_writes_failed_event(app, now):
     event = _events(task.id)[-1]
     assert event.kind == "failed"
     assert event.level == "error"
-    assert event.message == "Attempt 1 of 1 failed: RuntimeError: boom; no attempts left"
+    assert event.message == "Attempt 1 of 1 failed: RuntimeError: boom. No attempts left."
 
 
 def test_fail_not_retryable_marks_failed_at_once(app, now):
@@ -584,7 +585,7 @@ def test_fail_not_retryable_marks_failed_at_once(app, now):
     assert task.attempts == 1
     assert task.max_attempts == 3
     assert task.finished_at == now
-    assert _events(task.id)[-1].message.endswith("the error is not retryable")
+    assert _events(task.id)[-1].message.endswith("The error is not retryable.")
 
 
 @pytest.mark.parametrize("change", [{"worker_id": OTHER_WORKER}, {"attempt": 2}])
@@ -785,7 +786,7 @@ def test_fail_after_cancel_request_marks_cancelled(app, now):
     assert task.locked_by is None
     assert task.last_error == "TaskCancelled: stopped"
     assert _kinds(task.id)[-1] == "cancelled"
-    assert _events(task.id)[-1].message.endswith("cancelled, as a person asked")
+    assert _events(task.id)[-1].message.endswith("Cancelled, as a person asked.")
 
 
 def test_succeed_after_cancel_request_still_succeeds(app, now):

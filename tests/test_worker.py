@@ -201,7 +201,7 @@ def test_worker_permanent_error_fails_at_once(app, start_worker, register_type):
     assert task.max_attempts == 3
     assert task.last_error == "PermanentError: the input file is corrupt"
     assert _kinds(task_id) == ["submitted", "started", "failed"]
-    assert _events(task_id)[-1].message.endswith("the error is not retryable")
+    assert _events(task_id)[-1].message.endswith("The error is not retryable.")
 
 
 def test_worker_non_json_result_fails_and_goes_on(app, start_worker, register_type):
@@ -469,7 +469,7 @@ def test_two_workers_run_each_task_once(app, make_app, start_worker, register_ty
 
 def test_worker_recovers_lease_of_dead_worker(app, make_app, start_worker):
     task_id = _submit()
-    dead_app = make_app(LEASE_SECONDS=0.2)
+    dead_app = make_app(LEASE_SECONDS=0.2, HEARTBEAT_INTERVAL=0.1)
     with dead_app.app_context():
         [dead_claim] = queue.claim("dead-worker", 1)
 
@@ -628,7 +628,9 @@ def test_worker_rejects_bad_options(app, options, message):
 
 
 def test_worker_rejects_heartbeat_over_lease(make_app):
-    bad = make_app(LEASE_SECONDS=1, HEARTBEAT_INTERVAL=1)
+    # create_app rejects this too; the worker checks again for settings changed later.
+    bad = make_app(LEASE_SECONDS=1, HEARTBEAT_INTERVAL=0.5)
+    bad.config["HEARTBEAT_INTERVAL"] = 1
 
     with pytest.raises(ValueError, match="HEARTBEAT_INTERVAL"):
         Worker(bad)

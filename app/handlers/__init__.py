@@ -6,6 +6,10 @@ import time
 from app.tasks import Param, TaskCancelled, task_type
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 @task_type("noop", description="Do nothing and succeed.")
 def noop(ctx):
     return None
@@ -14,6 +18,8 @@ def noop(ctx):
 @task_type(
     "sleep",
     description="Sleep for a while, reporting progress; stops early when cancelled.",
+    # Long enough for the longest sleep the parameter allows.
+    timeout_seconds=3600 + 60,
     params={
         "seconds": Param(float, min=0, max=3600, default=5.0, help="How long to sleep, in seconds."),
     },
@@ -68,5 +74,5 @@ def flaky(ctx, failure_rate):
 )
 def word_count(ctx, text):
     counts = {"words": len(text.split()), "lines": len(text.splitlines()), "characters": len(text)}
-    ctx.log(f"Counted {counts['words']} words in {counts['lines']} lines")
+    ctx.log(f"Counted {_plural(counts['words'], 'word')} in {_plural(counts['lines'], 'line')}")
     return counts

@@ -348,22 +348,26 @@ def _outcome_of_failed_attempt(*, task_id, attempt: int, max_attempts: int, canc
                                now: datetime) -> _FailedAttemptOutcome:
     """Decide what follows a failed attempt: CANCELLED, RETRYING with backoff, or FAILED."""
     values = dict(locked_by=None, lease_expires_at=None, last_error=error, last_traceback=traceback)
-    header = f"Attempt {attempt} of {max_attempts} failed: {error}"
+    # The error ends its own sentence, so that what follows reads as a new one.
+    error_sentence = error if error.endswith((".", "!", "?")) else f"{error}."
 
     if cancel_requested:
         values.update(status=TaskStatus.CANCELLED.value, finished_at=now)
-        return _FailedAttemptOutcome(Transition.CANCEL, EventKind.CANCELLED, values,
-                                     f"{header}; cancelled, as a person asked")
+        return _FailedAttemptOutcome(
+            Transition.CANCEL, EventKind.CANCELLED, values,
+            f"Attempt {attempt} of {max_attempts} stopped after a cancel request: "
+            f"{error_sentence} Cancelled, as a person asked.")
 
+    header = f"Attempt {attempt} of {max_attempts} failed: {error_sentence}"
     if retryable and attempt < max_attempts:
         delay = retry_delay(attempt, _setting("RETRY_BACKOFF_BASE"), _setting("RETRY_BACKOFF_MAX"))
         values.update(status=TaskStatus.RETRYING.value, run_at=now + timedelta(seconds=delay))
         return _FailedAttemptOutcome(Transition.SCHEDULE_RETRY, EventKind.RETRY_SCHEDULED, values,
-                                     f"{header}; retrying in {delay:.1f} s")
+                                     f"{header} Retrying in {delay:.1f} s.")
 
-    reason = "no attempts left" if retryable else "the error is not retryable"
+    reason = "No attempts left." if retryable else "The error is not retryable."
     values.update(status=TaskStatus.FAILED.value, finished_at=now)
-    return _FailedAttemptOutcome(Transition.FAIL, EventKind.FAILED, values, f"{header}; {reason}")
+    return _FailedAttemptOutcome(Transition.FAIL, EventKind.FAILED, values, f"{header} {reason}")
 
 
 def _log_outcome(outcome: _FailedAttemptOutcome, task_id, worker_id) -> None:

@@ -70,9 +70,16 @@ class SubmissionForm(FlaskForm):
         params = {}
         for field in self.param_fields():
             name = field.name.removeprefix(f"{PARAMS_PREFIX}-")
-            params[name] = field.data if isinstance(field, BooleanField) else _raw(field)
+            if isinstance(field, BooleanField):
+                params[name] = field.data
+            elif isinstance(field, TextAreaField):
+                params[name] = _text_area_value(field)
+            else:
+                params[name] = _raw(field)
         return {
-            "type": self.type.data,
+            # The posted value, not the preselected one: a POST without a
+            # type must be rejected, not run as whatever the form shows.
+            "type": _raw(self.type),
             "params": params,
             "priority": _raw(self.priority),
             "delay_seconds": _raw(self.delay_seconds),
@@ -98,6 +105,16 @@ class SubmissionForm(FlaskForm):
 def _raw(field: Field) -> str | None:
     """Return the text the person typed, so the domain's checks and messages apply."""
     return field.raw_data[0] if field.raw_data else None
+
+
+def _text_area_value(field: Field) -> str | None:
+    """Return a text area's text with the browser's CRLF line breaks turned into LF.
+
+    HTML forms send every line break in a text area as CRLF, whatever the
+    person's system; a handler should see the text as it was typed.
+    """
+    value = _raw(field)
+    return None if value is None else value.replace("\r\n", "\n")
 
 
 def _param_field(name: str, param: Param) -> Field:
@@ -143,6 +160,10 @@ def _params_form_class(task_type: TaskType) -> type[Form]:
 
 
 def default_type_name() -> str | None:
+    """Return the type the form shows first: DEFAULT_TASK_TYPE if registered, else the first."""
+    preferred = current_app.config.get("DEFAULT_TASK_TYPE")
+    if preferred in registry:
+        return preferred
     names = registry.names()
     return names[0] if names else None
 

@@ -259,7 +259,7 @@ def latest_events_partial():
 def _task_or_404(task_id: int):
     task = queries.get_task(task_id) if task_id <= MAX_ID else None
     if task is None:
-        raise NotFound(f"Task {task_id} not found. It may never have existed or been deleted.")
+        raise NotFound(f"Task {task_id} not found. Check the id, or find the task on the dashboard.")
     return task
 
 
