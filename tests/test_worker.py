@@ -742,3 +742,23 @@ def test_embedded_worker_started_when_serving(make_app):
 
 def test_embedded_worker_not_started_under_testing(app):
     assert start_embedded_worker_if_serving(app) is None
+
+
+def test_worker_wakes_for_its_retry_before_next_poll(make_app, start_worker, register_type):
+    def fails_once(ctx):
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        return "second attempt"
+
+    register_type(TaskType("fails_once", handler=fails_once))
+    app = make_app(RETRY_BACKOFF_BASE=0.2, RETRY_BACKOFF_MAX=0.2)
+    start_worker(app, poll_interval=30)
+    with app.app_context():
+        task_id = _submit(type="fails_once")
+        started = time.monotonic()
+        task = _wait_until_final(task_id, timeout=5)
+        elapsed = time.monotonic() - started
+
+    assert task.status == TaskStatus.SUCCEEDED
+    assert task.attempts == 2
+    assert elapsed < 5

@@ -341,6 +341,7 @@ class _FailedAttemptOutcome:
     kind: EventKind
     values: dict
     message: str
+    retry_delay: float | None = None
 
 
 def _outcome_of_failed_attempt(*, task_id, attempt: int, max_attempts: int, cancel_requested: bool,
@@ -363,7 +364,7 @@ def _outcome_of_failed_attempt(*, task_id, attempt: int, max_attempts: int, canc
         delay = retry_delay(attempt, _setting("RETRY_BACKOFF_BASE"), _setting("RETRY_BACKOFF_MAX"))
         values.update(status=TaskStatus.RETRYING.value, run_at=now + timedelta(seconds=delay))
         return _FailedAttemptOutcome(Transition.SCHEDULE_RETRY, EventKind.RETRY_SCHEDULED, values,
-                                     f"{header} Retrying in {delay:.1f} s.")
+                                     f"{header} Retrying in {delay:.1f} s.", retry_delay=delay)
 
     reason = "No attempts left." if retryable else "The error is not retryable."
     values.update(status=TaskStatus.FAILED.value, finished_at=now)
@@ -391,7 +392,8 @@ def fail(claim: Claim, error: str, traceback: str | None = None, *, retryable: b
         # Locked, so that a cancel request cannot land between reading the
         # flag and the UPDATE, and be lost.
         row = session.execute(
-            select(tasks_table.c.max_attempts, tasks_table.c.cancel_requested)
+            select(tasks_table.c.max_attempts, tasks_table.c.cancel_requested,
+                   tasks_table.c.queue)
             .where(tasks_table.c.id == claim.task_id, *held)
             .with_for_update()
         ).one_or_none()
@@ -410,7 +412,22 @@ def fail(claim: Claim, error: str, traceback: str | None = None, *, retryable: b
             message=outcome.message, now=now)])
 
     _log_outcome(outcome, claim.task_id, claim.worker_id)
+    _announce_retry(outcome, claim.task_id, row.queue)
     return TaskStatus(outcome.values["status"])
+
+
+def _announce_retry(outcome: _FailedAttemptOutcome, task_id, queue_name: str) -> None:
+    if outcome.retry_delay is not None:
+        _notify(signals.retry_scheduled, task_id=task_id, queue=queue_name,
+                delay_seconds=outcome.retry_delay)
+
+
+def notify_workers(queue_name: str) -> None:
+    """Wake idle workers in other processes for `queue_name` (PostgreSQL; a no-op on SQLite)."""
+    if not uses_database_clock(db.session()):
+        return
+    with write_transaction() as session:
+        _notify_workers(session, queue_name)
 
 
 def extend_leases(worker_id: str, claims: Iterable[Claim], *,

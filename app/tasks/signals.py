@@ -12,5 +12,9 @@ _signals = Namespace()
 # Sent with task_id and run_at after a task is submitted or requeued.
 task_submitted = _signals.signal("taskboard.task-submitted")
 
+# Sent with task_id, queue and delay_seconds after a failed attempt was
+# scheduled to run again, so that a worker can wake when it falls due.
+retry_scheduled = _signals.signal("taskboard.retry-scheduled")
+
 # Sent with task_id after a person asked a running task to stop.
 cancel_requested = _signals.signal("taskboard.cancel-requested")

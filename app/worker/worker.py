@@ -9,7 +9,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
@@ -54,6 +54,9 @@ class _RunningAttempt:
     wakeup: threading.Event = field(default_factory=threading.Event)
     released: bool = False
 
+
+# Seconds ahead within which a worker wakes itself for a retry it scheduled.
+MAX_RETRY_WAKE_AHEAD = 600.0
 
 # Longest wait, in seconds, between two tries to reach a database that is down.
 MAX_RECONNECT_DELAY = 30.0
@@ -153,6 +156,7 @@ class Worker:
         )
         signals.task_submitted.connect(self._on_task_submitted, sender=self.app)
         signals.cancel_requested.connect(self._on_cancel_requested, sender=self.app)
+        signals.retry_scheduled.connect(self._on_retry_scheduled, sender=self.app)
         with self.app.app_context():
             worker_registry.register_worker(
                 self.id, hostname=socket.gethostname(), pid=os.getpid(), queues=self.queues,
@@ -183,6 +187,7 @@ class Worker:
             timeout = float(self.app.config["SHUTDOWN_GRACE_SECONDS"])
         signals.task_submitted.disconnect(self._on_task_submitted, sender=self.app)
         signals.cancel_requested.disconnect(self._on_cancel_requested, sender=self.app)
+        signals.retry_scheduled.disconnect(self._on_retry_scheduled, sender=self.app)
         if self._listener is not None:
             self._listener.stop()
         if self._started:
@@ -268,6 +273,31 @@ class Worker:
             self._poll_resume_at = 0.0
         if queue_name is None or self.queues is None or queue_name in self.queues:
             self.wake()
+
+    def _on_retry_scheduled(self, sender, task_id, queue, delay_seconds, **extra):
+        # A one-off job per retry; retries due in the far future are left to
+        # polling, so that the scheduler never holds many of them.
+        if delay_seconds > MAX_RETRY_WAKE_AHEAD or self._stopping.is_set():
+            return
+        try:
+            self._scheduler.add_job(
+                self._on_retry_due, "date", args=[queue],
+                run_date=datetime.now(UTC) + timedelta(seconds=delay_seconds),
+            )
+        except Exception:  # the scheduler is shutting down; polling covers the retry
+            log.debug("Could not schedule a wake-up for task %s", task_id, exc_info=True)
+
+    def _on_retry_due(self, queue_name: str) -> None:
+        """Claim a retry that fell due, or wake idle workers elsewhere if every slot is busy."""
+        if self.running_count < self.concurrency:
+            self.wake()
+            return
+        try:
+            with self.app.app_context():
+                queue.notify_workers(queue_name)
+        except Exception as error:
+            log.warning("Worker %s could not notify other workers of a due retry (%s)",
+                        self.id, _first_line(error), extra={"worker_id": self.id})
 
     def _on_cancel_requested(self, sender, task_id, **extra):
         with self._lock:
