@@ -2,6 +2,7 @@
 
 import atexit
 import logging
+import signal
 import threading
 
 import click
@@ -44,7 +45,26 @@ def start_embedded_worker_if_serving(app: Flask) -> Worker | None:
     worker.start()
     app.extensions["taskboard.worker"] = worker
     _stop_before_thread_pools(worker)
+    _stop_flask_run_on_sigterm()
     return worker
+
+
+def _stop_flask_run_on_sigterm() -> None:
+    """Make SIGTERM stop `flask run` as Ctrl+C does, so the worker stops gracefully.
+
+    The development server leaves SIGTERM to Python's default action, which
+    ends the process without running exit hooks: running attempts were
+    neither finished nor released, and each lost an attempt when its lease
+    ran out. Servers such as gunicorn handle SIGTERM themselves and are left
+    alone, and so is a SIGTERM handler that the application installed.
+    """
+    context = click.get_current_context(silent=True)
+    if context is None or context.info_name != "run":
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _stop_before_thread_pools(worker: Worker) -> None:
