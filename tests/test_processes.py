@@ -236,6 +236,8 @@ def test_kill_9_loses_no_task(fault_app, children):
     assert set(succeeded) == set(task_ids)
     assert set(succeeded.values()) == {1}
     assert set(runs) == set(task_ids)
+    assert _scalar("SELECT count(*) FROM (SELECT task_id, attempt FROM task_runs "
+                   "GROUP BY task_id, attempt HAVING count(*) > 1) AS repeated") == 0
     assert len(lost_attempts) >= kills
     for task_id, attempt, worker_id in lost_attempts:
         of_attempt = [(e.kind, e.worker_id) for e in events[task_id] if e.attempt == attempt]
@@ -320,26 +322,50 @@ def test_sigterm_releases_long_task(fault_app, children, task_type, seconds):
     assert f"Worker {worker_id} stopped" in child.log()
 
 
-def test_second_sigterm_exits_at_once(fault_app, children):
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT],
+                         ids=["SIGTERM", "SIGINT"])
+def test_second_signal_exits_at_once(fault_app, children, signal_number):
     [task_id] = _submit_many(1, "slow_record", params_of=lambda number: {"seconds": 30})
     child = _worker(children, SHUTDOWN_GRACE_SECONDS=30)
     worker_id = child.worker_id()
     wait_for(lambda: _attempts_held_by(worker_id), timeout=10)
 
-    child.process.send_signal(signal.SIGTERM)
+    child.process.send_signal(signal_number)
     wait_for(lambda: "stopping gracefully" in child.log(), timeout=5)
     sent = time.monotonic()
-    child.process.send_signal(signal.SIGTERM)
+    child.process.send_signal(signal_number)
     returncode = child.process.wait(5)
     exit_seconds = time.monotonic() - sent
 
     assert returncode != 0
     assert exit_seconds < 2
-    assert "got a second SIGTERM: exiting at once" in child.log()
+    assert f"got a second {signal_number.name}: exiting at once" in child.log()
     assert _attempts_held_by(worker_id) == [(task_id, 1)]
     time.sleep(float(PROCESS_SETTINGS["LEASE_SECONDS"]) + 0.2)
     assert queue.recover_expired_leases() == 1
     assert _statuses() == {"RETRYING": 1}
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM],
+                         ids=["SIGINT", "SIGTERM"])
+def test_web_server_stop_releases_task(fault_app, children, signal_number):
+    grace = 1
+    [task_id] = _submit_many(1, "slow_record", params_of=lambda number: {"seconds": 30})
+    server = children("run", "--host", "127.0.0.1", "--port", str(_free_port()), "--no-reload",
+                      "--no-debugger", EMBEDDED_WORKER="true", SHUTDOWN_GRACE_SECONDS=grace)
+    worker_id = server.worker_id()
+    wait_for(lambda: _attempts_held_by(worker_id), timeout=10)
+
+    server.process.send_signal(signal_number)
+    try:
+        server.process.wait(grace + 3)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the server was still running {grace + 3} s after "
+                    f"{signal_number.name}:\n{server.log()}")
+
+    kinds = [event.kind for event in _events_by_task()[task_id]]
+    assert _statuses() == {"PENDING": 1}, server.log()
+    assert kinds == ["submitted", "started", "requeued"]
 
 
 # Wake-ups across processes
