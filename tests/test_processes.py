@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text
 
 from app.extensions import db
 from app.tasks import Task, TaskEvent, queue, registry
@@ -221,9 +221,10 @@ def test_kill_9_loses_no_task(fault_app, children):
 
         child.process.send_signal(signal.SIGKILL)
         child.process.wait(10)
+        killed_at = datetime.now(UTC)
         held = _attempts_held_by(worker_id)
         assert held, f"worker {worker_id} held no attempt when it was killed"
-        lost_attempts += [(task_id, attempt, worker_id) for task_id, attempt in held]
+        lost_attempts += [(task_id, attempt, worker_id, killed_at) for task_id, attempt in held]
 
     _worker(children)
     _wait_until_all_terminal(len(task_ids), timeout=90)
@@ -239,11 +240,19 @@ def test_kill_9_loses_no_task(fault_app, children):
     assert _scalar("SELECT count(*) FROM (SELECT task_id, attempt FROM task_runs "
                    "GROUP BY task_id, attempt HAVING count(*) > 1) AS repeated") == 0
     assert len(lost_attempts) >= kills
-    for task_id, attempt, worker_id in lost_attempts:
+    expired_at = {(event.task_id, event.attempt): event.created_at
+                  for event in db.session.scalars(
+                      select(TaskEvent).where(TaskEvent.kind == "lease_expired"))}
+    # A lease runs out at most LEASE_SECONDS after the kill, and the next
+    # worker, started at once, recovers it at one of its polls.
+    recovery_bound = float(PROCESS_SETTINGS["LEASE_SECONDS"]) + 4
+    for task_id, attempt, worker_id, killed_at in lost_attempts:
         of_attempt = [(e.kind, e.worker_id) for e in events[task_id] if e.attempt == attempt]
         assert of_attempt[:3] == [
             ("started", worker_id), ("lease_expired", worker_id), ("retry_scheduled", worker_id),
         ], f"task {task_id} attempt {attempt}"
+        recovered_after = (expired_at[task_id, attempt] - killed_at).total_seconds()
+        assert recovered_after < recovery_bound, f"task {task_id} attempt {attempt}"
     for task_id in task_ids:
         kinds = [e.kind for e in events[task_id]]
         assert kinds[0] == "submitted"
