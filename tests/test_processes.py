@@ -222,9 +222,10 @@ def test_kill_9_loses_no_task(fault_app, children):
         child.process.send_signal(signal.SIGKILL)
         child.process.wait(10)
         killed_at = datetime.now(UTC)
-        held = _attempts_held_by(worker_id)
-        assert held, f"worker {worker_id} held no attempt when it was killed"
-        lost_attempts += [(task_id, attempt, worker_id, killed_at) for task_id, attempt in held]
+        unfinished = _attempts_held_by(worker_id)
+        assert unfinished, f"worker {worker_id} held no attempt when it was killed"
+        lost_attempts += [(task_id, attempt, worker_id, killed_at)
+                          for task_id, attempt in unfinished]
 
     _worker(children)
     _wait_until_all_terminal(len(task_ids), timeout=90)
