@@ -45,3 +45,16 @@ postgres:
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Benchmarks against huey, procrastinate and pgqueuer (docs/benchmarks.md).
+# They get a venv of their own, so that the peers never enter .venv.
+# BENCH_QUICK=1 make bench runs a short smoke version.
+BENCH_VENV ?= .venv-bench
+BENCH_PEERS ?= huey==3.5.4 procrastinate==3.10.0 pgqueuer==1.6.0 py-spy==0.4.3
+
+.PHONY: bench
+bench: postgres
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	echo '*' > $(BENCH_VENV)/.gitignore
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e . $(BENCH_PEERS)
+	$(BENCH_VENV)/bin/python -m bench.run

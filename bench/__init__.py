@@ -1,0 +1,1 @@
+"""Benchmarks of Taskboard against huey, procrastinate and pgqueuer; `make bench` runs them."""

@@ -1,0 +1,1 @@
+"""The peer queues' application modules, loaded by their own worker commands in the benchmark."""
