@@ -248,16 +248,16 @@ def _events_named(caplog, event: str) -> list[logging.LogRecord]:
 
 def test_outcome_recording_retries_transient_error(app, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="app")
-    real_succeed = queue.succeed
+    real_succeed_many = queue.succeed_many
     calls = []
 
-    def succeed_third_time(claim, result, **options):
-        calls.append(claim.attempt)
+    def succeed_third_time(outcomes, **options):
+        calls.extend(claim.attempt for claim, _ in outcomes)
         if len(calls) <= 2:
             raise _transient_error()
-        return real_succeed(claim, result, **options)
+        return real_succeed_many(outcomes, **options)
 
-    monkeypatch.setattr(queue, "succeed", succeed_third_time)
+    monkeypatch.setattr(queue, "succeed_many", succeed_third_time)
     task_id = queue.submit({"type": "noop"})[0].id
     worker = Worker(app)
     worker.start()
@@ -275,22 +275,22 @@ def test_outcome_recording_retries_transient_error(app, monkeypatch, caplog):
     assert all(record.levelno == logging.WARNING for record in retries)
     assert all("server closed the connection unexpectedly" in record.getMessage()
                for record in retries)
-    assert all(record.task_id == task_id for record in retries)
+    assert all(record.task_ids == [task_id] for record in retries)
 
 
 def test_outcome_recording_gives_up_at_lease_end(make_app, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="app")
     short_lease = make_app(LEASE_SECONDS=1, HEARTBEAT_INTERVAL=0.2)
-    real_succeed = queue.succeed
+    real_succeed_many = queue.succeed_many
     calls = []
 
-    def succeed_from_second_attempt(claim, result, **options):
-        calls.append(claim.attempt)
-        if claim.attempt == 1:
+    def succeed_from_second_attempt(outcomes, **options):
+        calls.extend(claim.attempt for claim, _ in outcomes)
+        if any(claim.attempt == 1 for claim, _ in outcomes):
             raise _transient_error()
-        return real_succeed(claim, result, **options)
+        return real_succeed_many(outcomes, **options)
 
-    monkeypatch.setattr(queue, "succeed", succeed_from_second_attempt)
+    monkeypatch.setattr(queue, "succeed_many", succeed_from_second_attempt)
     with short_lease.app_context():
         task_id = queue.submit({"type": "noop"})[0].id
         worker = Worker(short_lease)
@@ -302,7 +302,7 @@ def test_outcome_recording_gives_up_at_lease_end(make_app, monkeypatch, caplog):
 
         task = _reload(task_id)
         gave_up = [record for record in caplog.records
-                   if "could not record the outcome of task" in record.getMessage()
+                   if "could not record 1 result" in record.getMessage()
                    and record.levelno == logging.ERROR]
         assert task.attempts == 2
         assert calls.count(1) >= 3
@@ -311,21 +311,22 @@ def test_outcome_recording_gives_up_at_lease_end(make_app, monkeypatch, caplog):
             "submitted", "started", "lease_expired", "retry_scheduled", "started", "succeeded",
         ]
         assert len(gave_up) == 1
-        assert "recovered when its lease expires" in gave_up[0].getMessage()
+        assert "recovered when their leases expire" in gave_up[0].getMessage()
+        assert gave_up[0].task_ids == [task_id]
 
 
 def test_outcome_recording_does_not_retry_other_errors(make_app, monkeypatch, caplog):
     short_lease = make_app(LEASE_SECONDS=1, HEARTBEAT_INTERVAL=0.2)
-    real_succeed = queue.succeed
+    real_succeed_many = queue.succeed_many
     calls = []
 
-    def succeed_from_second_attempt(claim, result, **options):
-        calls.append(claim.attempt)
-        if claim.attempt == 1:
+    def succeed_from_second_attempt(outcomes, **options):
+        calls.extend(claim.attempt for claim, _ in outcomes)
+        if any(claim.attempt == 1 for claim, _ in outcomes):
             raise ValueError("a bug in recording")
-        return real_succeed(claim, result, **options)
+        return real_succeed_many(outcomes, **options)
 
-    monkeypatch.setattr(queue, "succeed", succeed_from_second_attempt)
+    monkeypatch.setattr(queue, "succeed_many", succeed_from_second_attempt)
     with short_lease.app_context():
         task_id = queue.submit({"type": "noop"})[0].id
         worker = Worker(short_lease)

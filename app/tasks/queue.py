@@ -307,32 +307,51 @@ def succeed(claim: Claim, result, *, now: datetime | None = None) -> None:
     LeaseLost if the worker no longer holds the attempt (the late result is
     rejected).
     """
-    encode_result(result)
-    t = tasks_table
-    with write_transaction() as session:
-        statement = (
-            update(t)
-            .where(t.c.id == claim.task_id, t.c.status.in_(sources(Transition.SUCCEED)),
-                   *_held_by(claim.worker_id, claim.attempt))
-            .values(
-                status=TaskStatus.SUCCEEDED.value,
-                result=result,
-                finished_at=clock_expression(session, now),
-                locked_by=None,
-                lease_expires_at=None,
-                progress=100,
-            )
-            .returning(t.c.finished_at)
-        )
-        finished_at = session.execute(statement).scalar_one_or_none()
-        if finished_at is None:
-            raise LeaseLost(claim.task_id, claim.worker_id, claim.attempt)
-        _write_events(session, [_event_row(
-            claim.task_id, EventKind.SUCCEEDED, attempt=claim.attempt, worker_id=claim.worker_id,
-            message=f"Attempt {claim.attempt} succeeded", now=finished_at)])
+    if succeed_many([(claim, result)], now=now):
+        raise LeaseLost(claim.task_id, claim.worker_id, claim.attempt)
 
-    log.info("Task %s succeeded on attempt %s", claim.task_id, claim.attempt,
-             extra={"task_id": claim.task_id, "worker_id": claim.worker_id, "event": "succeeded"})
+
+def succeed_many(outcomes: Iterable[tuple[Claim, object]], *,
+                 now: datetime | None = None) -> list[Claim]:
+    """Record several attempts that returned, in one transaction; return the claims not held.
+
+    Each task moves from PROCESSING to SUCCEEDED through its own guarded
+    UPDATE, and its event is written in the same transaction, so batching
+    changes only the number of commits. An attempt the worker no longer holds
+    is left as it is and returned, so the caller can log its rejected result.
+    Raise InvalidResult, writing nothing, if any result cannot be stored.
+    """
+    outcomes = list(outcomes)
+    for _, result in outcomes:
+        encode_result(result)
+    t = tasks_table
+    lost, events = [], []
+    with write_transaction() as session:
+        moment = clock_expression(session, now)
+        for claim, result in outcomes:
+            statement = (
+                update(t)
+                .where(t.c.id == claim.task_id, t.c.status.in_(sources(Transition.SUCCEED)),
+                       *_held_by(claim.worker_id, claim.attempt))
+                .values(status=TaskStatus.SUCCEEDED.value, result=result, finished_at=moment,
+                        locked_by=None, lease_expires_at=None, progress=100)
+                .returning(t.c.finished_at)
+            )
+            finished_at = session.execute(statement).scalar_one_or_none()
+            if finished_at is None:
+                lost.append(claim)
+                continue
+            events.append(_event_row(
+                claim.task_id, EventKind.SUCCEEDED, attempt=claim.attempt,
+                worker_id=claim.worker_id, message=f"Attempt {claim.attempt} succeeded",
+                now=finished_at))
+        _write_events(session, events)
+
+    for event in events:
+        log.info("Task %s succeeded on attempt %s", event["task_id"], event["attempt"],
+                 extra={"task_id": event["task_id"], "worker_id": event["worker_id"],
+                        "event": "succeeded"})
+    return lost
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.extensions import db
 from app.tasks import PermanentError, queue, registry, signals, worker_registry
@@ -23,6 +22,9 @@ from app.tasks.queue import Claim
 
 from .context import TaskContext
 from .notifications import NotificationListener
+from .recorder import SuccessRecorder
+from .recorder import first_line as _first_line
+from .recorder import is_transient as _is_transient
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +68,8 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _is_transient(error: BaseException) -> bool:
-    """Whether `error` is a lost connection or a busy database, which a retry may cure."""
-    return isinstance(error, OperationalError) or (
-        isinstance(error, DBAPIError) and error.connection_invalidated
-    )
-
-
 def _attempts(count: int, state: str) -> str:
     return f"{count} {state} attempt" + ("" if count == 1 else "s")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 class Worker:
@@ -138,6 +128,7 @@ class Worker:
         self._stopping = threading.Event()
         self._started = False
         self._listener: NotificationListener | None = None
+        self._recorder = SuccessRecorder(app, self.id, float(config["LEASE_SECONDS"]))
         self._last_recovery = 0.0
         self._poll_failures = 0
         self._poll_resume_at = 0.0
@@ -164,6 +155,7 @@ class Worker:
             if db.engine.dialect.name == "postgresql":
                 self._listener = NotificationListener(db.engine.url, self._on_notification)
                 self._listener.start()
+        self._recorder.start()
         self._scheduler.start()
         self._started = True
         log.info(
@@ -202,6 +194,7 @@ class Worker:
             time.sleep(0.05)
         if self._started:
             self._scheduler.shutdown(wait=True)
+        self._recorder.stop()
         self._release_unfinished()
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._started:
@@ -504,7 +497,20 @@ class Worker:
         )
 
     def _record(self, claim: Claim, outcome: _Outcome) -> None:
-        """Store the outcome, retrying while the database is unreachable and the lease lasts."""
+        """Store the outcome, retrying while the database is unreachable and the lease lasts.
+
+        A result goes to the recorder, which stores results in batches; once
+        the worker is stopping, it is stored here instead. Failures are
+        stored here.
+        """
+        if outcome.ok:
+            try:
+                queue.encode_result(outcome.result)
+            except InvalidResult as error:
+                outcome = _Outcome(error=_describe(error), retryable=False)
+            else:
+                if self._recorder.put(claim, outcome.result):
+                    return
         deadline = time.monotonic() + float(self.app.config["LEASE_SECONDS"])
         delay = 0.1
         while True:
