@@ -3,6 +3,8 @@ from logging.config import fileConfig
 
 from flask import current_app
 
+from app.database import include_in_autogenerate
+
 from alembic import context
 
 # this is the Alembic Config object, which provides
@@ -97,6 +99,7 @@ def run_migrations_online():
         # Batch mode lets later migrations alter tables on SQLite, which
         # supports few ALTER TABLE forms; on PostgreSQL it emits plain ALTERs.
         conf_args.setdefault("render_as_batch", True)
+        conf_args.setdefault("include_object", include_in_autogenerate)
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),

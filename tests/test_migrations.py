@@ -7,6 +7,7 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect
 
 from app import MIGRATIONS_DIRECTORY, create_app
+from app.database import INDEXES_AUTOGENERATE_SKIPS, include_in_autogenerate
 from app.extensions import db
 from conftest import BASE_CONFIG
 
@@ -38,10 +39,17 @@ def _empty_sqlite_app(tmp_path):
 
 def test_migrated_schema_matches_models(app):
     with db.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_object": include_in_autogenerate})
         differences = compare_metadata(context, db.metadata)
 
     assert differences == []
+
+
+def test_migrated_schema_has_indexes_autogenerate_skips(app):
+    indexes = {index["name"] for index in inspect(db.engine).get_indexes("tasks")}
+
+    assert INDEXES_AUTOGENERATE_SKIPS <= indexes
 
 
 def test_schema_comparison_detects_missing_index(app):
@@ -50,7 +58,8 @@ def test_schema_comparison_detects_missing_index(app):
         transaction = connection.begin()
         try:
             connection.exec_driver_sql("DROP INDEX ix_tasks_type")
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "include_object": include_in_autogenerate})
             differences = compare_metadata(context, db.metadata)
         finally:
             transaction.rollback()
