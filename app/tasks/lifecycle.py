@@ -15,7 +15,7 @@ class TaskStatus(StrEnum):
     RETRYING    an attempt failed and another is due at `run_at` (backoff). Set
                 by the worker when a handler raised, timed out or returned a
                 result that cannot be stored, and by lease recovery.
-    SUCCEEDED   the handler returned; `result` holds what it returned. Set by
+    SUCCEEDED   the handler returned; `result` contains what it returned. Set by
                 the worker. Terminal.
     FAILED      the last attempt failed. Set by the worker or lease recovery.
                 Terminal.
@@ -86,7 +86,7 @@ def allowed_targets(status: TaskStatus) -> frozenset[TaskStatus]:
 
 
 class EventKind(StrEnum):
-    """What an event row records. All but LOG name a change of status."""
+    """The kind of an event row. All but LOG name a change of status."""
 
     SUBMITTED = "submitted"
     STARTED = "started"

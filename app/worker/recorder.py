@@ -20,7 +20,7 @@ _STOP = object()
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether `error` is a lost connection or a busy database, which a retry may cure."""
+    """Return whether `error` is a lost connection or a busy database, which a retry may cure."""
     return isinstance(error, OperationalError) or (
         isinstance(error, DBAPIError) and error.connection_invalidated
     )

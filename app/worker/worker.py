@@ -60,7 +60,7 @@ class _RunningAttempt:
 # Seconds ahead within which a worker wakes itself for a retry it scheduled.
 MAX_RETRY_WAKE_AHEAD = 600.0
 
-# Longest wait, in seconds, between two tries to reach a database that is down.
+# Maximum seconds between two tries to reach a database that is down.
 MAX_RECONNECT_DELAY = 30.0
 
 
@@ -269,7 +269,7 @@ class Worker:
 
     def _on_retry_scheduled(self, sender, task_id, queue, delay_seconds, **extra):
         # A one-off job per retry; retries due in the far future are left to
-        # polling, so that the scheduler never holds many of them.
+        # polling, so that the scheduler never keeps many of them.
         if delay_seconds > MAX_RETRY_WAKE_AHEAD or self._stopping.is_set():
             return
         try:
