@@ -7,6 +7,8 @@ import secrets
 
 import click
 from flask import Flask
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from app.database import configure_engine
 from app.extensions import csrf, db, migrate
@@ -56,6 +58,7 @@ def _create_app(test_config: dict | None, instance_path: str | None) -> Flask:
         )
 
     _import_task_modules(app)
+    _check_default_task_type(app)
     _load_schedules(app)
 
     from app import cli, web
@@ -93,6 +96,14 @@ def _configure_database(app: Flask) -> None:
         url = "postgresql://" + url.removeprefix("postgres://")
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError) as error:
+        raise ConfigError(
+            f"DATABASE_URL (environment variable TASKBOARD_DATABASE_URL) is not a database "
+            f"URL Taskboard can use: {error}. Use sqlite:///path/to/file.db or "
+            "postgresql://user@host/database"
+        ) from None
     app.config["SQLALCHEMY_DATABASE_URI"] = url
     app.config["DATABASE_URL"] = url
 
@@ -132,6 +143,17 @@ def _write_secret_key(path: str) -> str:
     with os.fdopen(descriptor, "w", encoding="ascii") as file:
         file.write(key)
     return key
+
+
+def _check_default_task_type(app: Flask) -> None:
+    from app.tasks import registry
+
+    name = app.config.get("DEFAULT_TASK_TYPE")
+    if name and name not in registry:
+        raise ConfigError(
+            f"DEFAULT_TASK_TYPE (environment variable TASKBOARD_DEFAULT_TASK_TYPE) is {name!r}, "
+            f"which is not a registered task type; use one of {', '.join(registry.names())}"
+        )
 
 
 def _load_schedules(app: Flask) -> None:

@@ -325,3 +325,19 @@ def test_config_invalid_setting_is_one_line_in_flask_command(tmp_path, monkeypat
         _create(tmp_path)
 
     assert "TASKBOARD_WORKER_CONCURRENCY" in error.value.message
+
+
+@pytest.mark.parametrize("url", ["bogus://x", "notaurl"])
+def test_config_invalid_database_url_names_it(tmp_path, url):
+    with pytest.raises(ConfigError) as error:
+        _create(tmp_path, DATABASE_URL=url)
+
+    assert "TASKBOARD_DATABASE_URL" in str(error.value)
+
+
+def test_config_unknown_default_task_type_names_it(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        _create(tmp_path, DEFAULT_TASK_TYPE="nosuch")
+
+    assert "TASKBOARD_DEFAULT_TASK_TYPE" in str(error.value)
+    assert "word_count" in str(error.value)

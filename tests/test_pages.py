@@ -726,6 +726,14 @@ def test_events_page_filters_by_task(client):
     assert f'href="/tasks/{first.id}">' not in html
 
 
+def test_events_page_filters_by_task_id_as_api_does(client):
+    first = submit()
+    second = submit()
+    html = html_of(client.get(f"/events?task_id={second.id}"))
+    assert f'href="/tasks/{second.id}">' in html
+    assert f'href="/tasks/{first.id}">' not in html
+
+
 def test_events_page_filters_by_level(client):
     failed_task()
     html = html_of(client.get("/events?level=error"))

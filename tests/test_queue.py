@@ -786,7 +786,7 @@ def test_fail_after_cancel_request_marks_cancelled(app, now):
     assert task.locked_by is None
     assert task.last_error == "TaskCancelled: stopped"
     assert _kinds(task.id)[-1] == "cancelled"
-    assert _events(task.id)[-1].message.endswith("Cancelled, as a person asked.")
+    assert _events(task.id)[-1].message.startswith("Cancelled by a person while attempt 1 of")
 
 
 def test_succeed_after_cancel_request_still_succeeds(app, now):

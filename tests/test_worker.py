@@ -290,6 +290,7 @@ def test_worker_cancel_running_sleep_task(app, start_worker):
     assert task.status == TaskStatus.CANCELLED
     assert elapsed < 2
     assert task.last_error.startswith("TaskCancelled: cancelled after ")
+    assert task.last_traceback is None
     assert task.finished_at is not None
     assert task.locked_by is None
     assert _kinds(task_id) == ["submitted", "started", "log", "cancelled"]

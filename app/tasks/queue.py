@@ -375,8 +375,8 @@ def _outcome_of_failed_attempt(*, task_id, attempt: int, max_attempts: int, canc
         values.update(status=TaskStatus.CANCELLED.value, finished_at=now)
         return _FailedAttemptOutcome(
             Transition.CANCEL, EventKind.CANCELLED, values,
-            f"Attempt {attempt} of {max_attempts} stopped after a cancel request: "
-            f"{error_sentence} Cancelled, as a person asked.")
+            f"Cancelled by a person while attempt {attempt} of {max_attempts} ran; "
+            f"the handler stopped with {error}")
 
     header = f"Attempt {attempt} of {max_attempts} failed: {error_sentence}"
     if retryable and attempt < max_attempts:

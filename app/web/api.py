@@ -91,7 +91,8 @@ def _error_message(error: HTTPException) -> str:
     if isinstance(error, NotFound):
         return (f"No API endpoint matches {request.path}. The API serves /api/tasks, "
                 "/api/tasks/<id> (a whole number) with /events, /cancel and /retry, "
-                "and /api/events.")
+                "/api/events, /api/queues (with /<name>/pause, /resume and "
+                "/concurrency-limit) and /api/workers.")
     # Werkzeug's standard descriptions are plain sentences. For a 500 the
     # unexpected-error handler passes a fresh InternalServerError, so the
     # message does not repeat the original exception, which that handler logs.

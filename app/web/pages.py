@@ -137,9 +137,13 @@ def _task_filters() -> dict:
 
 
 def _event_filters() -> dict:
-    """Return the event log's filters from the query string: task, kind, level, before."""
+    """Return the event log's filters from the query string: task, kind, level, before.
+
+    The task may also come as task_id, the name the JSON API uses.
+    """
+    task = _id_arg("task")
     return {
-        "task": _id_arg("task"),
+        "task": task if task is not None else _id_arg("task_id"),
         "kind": _choice_arg("kind", queries.KIND_VALUES),
         "level": _choice_arg("level", queries.LEVEL_VALUES),
         "before": _id_arg("before"),

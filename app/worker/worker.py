@@ -15,7 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
 from app.extensions import db
-from app.tasks import PermanentError, queue, registry, signals, worker_registry
+from app.tasks import PermanentError, TaskCancelled, queue, registry, signals, worker_registry
 from app.tasks.schedules import schedules
 from app.tasks.errors import InvalidResult, LeaseLost
 from app.tasks.queue import Claim
@@ -27,6 +27,20 @@ from .recorder import first_line as _first_line
 from .recorder import is_transient as _is_transient
 
 log = logging.getLogger(__name__)
+
+
+class _SkippedRunFilter(logging.Filter):
+    """Drop APScheduler's warning that a job run was skipped because the last one still runs.
+
+    A wake-up that lands while a poll runs causes it, and the running poll
+    claims the task anyway, so the warning would only alarm operators.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRunFilter())
 
 
 def new_worker_id() -> str:
@@ -217,6 +231,7 @@ class Worker:
         # failure of the attempt that is being released.
         for attempt in unfinished:
             attempt.released = True
+            attempt.context.abandoned = True
             attempt.context.request_stop("the worker is stopping")
         try:
             with self.app.app_context():
@@ -459,7 +474,9 @@ class Worker:
                 outcome.result = result
             except BaseException as error:  # noqa: BLE001  (the handler's failure is data)
                 outcome.error = _describe(error)
-                outcome.traceback = traceback.format_exc()
+                # A handler that stopped because it was asked to did not crash.
+                if not isinstance(error, TaskCancelled):
+                    outcome.traceback = traceback.format_exc()
                 outcome.retryable = not isinstance(error, PermanentError)
             finally:
                 finished.set()
