@@ -56,6 +56,10 @@ def _create_app(test_config: dict | None, instance_path: str | None) -> Flask:
             busy_timeout_seconds=app.config["SQLITE_BUSY_TIMEOUT"],
             synchronous=app.config["SQLITE_SYNCHRONOUS"],
         )
+        if db.engine.dialect.name == "sqlite":
+            from app.worker.local_wakeup import connect_sender, wakeup_folder
+
+            connect_sender(app, wakeup_folder(db.engine.url.database))
 
     _import_task_modules(app)
     _check_default_task_type(app)

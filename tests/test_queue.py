@@ -931,7 +931,7 @@ def test_retry_sends_task_submitted_signal(app, now):
     finally:
         signals.task_submitted.disconnect(receiver, sender=app)
 
-    assert received == [{"task_id": task.id, "due_now": True}]
+    assert received == [{"task_id": task.id, "due_now": True, "queue": "default"}]
 
 
 @pytest.mark.parametrize("current", ["PENDING", "PROCESSING", "RETRYING", "SUCCEEDED"])

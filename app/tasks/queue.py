@@ -188,7 +188,8 @@ def submit(data: Mapping, *, source: str = "code", now: datetime | None = None) 
 
     log.info("Task %s submitted (%s) from %s", task.id, task.type, source,
              extra={"task_id": task.id, "event": "submitted"})
-    _notify(signals.task_submitted, task_id=task.id, due_now=submission.delay_seconds == 0)
+    _notify(signals.task_submitted, task_id=task.id, due_now=submission.delay_seconds == 0,
+            queue=task.queue)
     return task, True
 
 
@@ -694,10 +695,11 @@ def retry(task_id: int, *, source: str = "code", now: datetime | None = None) ->
             task_id, EventKind.REQUEUED, attempt=task.attempts, now=now,
             message=f"Retried by a person from {source}; attempt {task.attempts + 1} is due now")])
         _notify_workers(session, task.queue)
+        queue_name = task.queue
 
     log.info("Task %s requeued from %s", task_id, source,
              extra={"task_id": task_id, "event": "requeued"})
-    _notify(signals.task_submitted, task_id=task_id, due_now=True)
+    _notify(signals.task_submitted, task_id=task_id, due_now=True, queue=queue_name)
     return _reload(task_id)
 
 

@@ -9,7 +9,7 @@ from blinker import Namespace
 
 _signals = Namespace()
 
-# Sent with task_id and run_at after a task is submitted or requeued.
+# Sent with task_id, due_now and queue after a task is submitted or requeued.
 task_submitted = _signals.signal("taskboard.task-submitted")
 
 # Sent with task_id, queue and delay_seconds after a failed attempt was

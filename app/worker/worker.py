@@ -21,6 +21,7 @@ from app.tasks.errors import InvalidResult, LeaseLost
 from app.tasks.queue import Claim
 
 from .context import TaskContext
+from .local_wakeup import WakeupListener, send_wakeups, wakeup_folder
 from .notifications import NotificationListener
 from .recorder import SuccessRecorder
 from .recorder import first_line as _first_line
@@ -142,6 +143,8 @@ class Worker:
         self._stopping = threading.Event()
         self._started = False
         self._listener: NotificationListener | None = None
+        self._wakeup_listener: WakeupListener | None = None
+        self._wakeup_folder: str | None = None
         self._recorder = SuccessRecorder(app, self.id, float(config["LEASE_SECONDS"]))
         self._last_recovery = 0.0
         self._poll_failures = 0
@@ -169,6 +172,8 @@ class Worker:
             if db.engine.dialect.name == "postgresql":
                 self._listener = NotificationListener(db.engine.url, self._on_notification)
                 self._listener.start()
+            else:
+                self._start_wakeup_listener(wakeup_folder(db.engine.url.database))
         self._recorder.start()
         self._scheduler.start()
         self._started = True
@@ -196,6 +201,8 @@ class Worker:
         signals.retry_scheduled.disconnect(self._on_retry_scheduled, sender=self.app)
         if self._listener is not None:
             self._listener.stop()
+        if self._wakeup_listener is not None:
+            self._wakeup_listener.stop()
         if self._started:
             self._scheduler.remove_job("poll")
             if self.running_count:
@@ -274,6 +281,19 @@ class Worker:
         if due_now:
             self.wake()
 
+    def _start_wakeup_listener(self, folder: str | None) -> None:
+        if folder is None:
+            return
+        self._wakeup_folder = folder
+        try:
+            self._wakeup_listener = WakeupListener(folder, self._on_notification)
+            self._wakeup_listener.start()
+        except OSError as error:
+            self._wakeup_listener = None
+            log.warning("Worker %s cannot listen for wake-ups from other processes (%s); "
+                        "it finds their tasks by polling", self.id, error,
+                        extra={"worker_id": self.id})
+
     def _on_notification(self, queue_name: str | None) -> None:
         if self._poll_failure_transient:
             # The notice came over a live connection, so the database is
@@ -300,6 +320,7 @@ class Worker:
         if self.running_count < self.concurrency:
             self.wake()
             return
+        send_wakeups(self._wakeup_folder, queue_name)
         try:
             with self.app.app_context():
                 queue.notify_workers(queue_name)
