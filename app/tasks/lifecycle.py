@@ -4,7 +4,7 @@ from enum import StrEnum
 
 
 class TaskStatus(StrEnum):
-    """Where a task is in its life.
+    """The stage a task is in.
 
     PENDING     waiting to run. Set by submit (form, API, code), by a manual
                 retry of a FAILED or CANCELLED task, and by a stopping worker

@@ -1,4 +1,4 @@
-"""What a handler receives as its first argument."""
+"""The context object passed to every handler as its first argument."""
 
 import logging
 import threading

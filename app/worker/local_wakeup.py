@@ -60,7 +60,11 @@ def connect_sender(app, folder: str | None) -> None:
 
 
 def send_wakeups(folder: str | None, queue_name: str) -> None:
-    """Send `queue_name` to every worker announced in `folder`; never raise."""
+    """Send `queue_name` to every worker announced in `folder`.
+
+    Errors are logged at debug level and not raised, because a lost wake-up
+    only delays a task until the next poll.
+    """
     if folder is None:
         return
     try:
@@ -70,7 +74,12 @@ def send_wakeups(folder: str | None, queue_name: str) -> None:
     if not ports:
         return
     payload = queue_name.encode()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+    try:
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError:
+        log.debug("Could not open a socket to send wake-ups", exc_info=True)
+        return
+    with sender:
         for port in ports:
             try:
                 sender.sendto(payload, (HOST, port))
