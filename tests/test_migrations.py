@@ -11,7 +11,7 @@ from app.database import INDEXES_AUTOGENERATE_SKIPS, include_in_autogenerate
 from app.extensions import db
 from conftest import BASE_CONFIG
 
-TABLES = {"tasks", "task_events", "workers", "queues"}
+TABLES = {"tasks", "task_events", "workers", "queues", "queue_samples"}
 
 TASK_CHECKS = {
     "ck_tasks_status_valid",

@@ -89,6 +89,18 @@ class Task(db.Model):
         Index("ix_tasks_lease_expires_at", "lease_expires_at"),
         Index("ix_tasks_created_at", "created_at"),
         Index("ix_tasks_type", "type"),
+        # The queues page: counts per queue and status read this index alone,
+        # and the oldest waiting task of each queue is its first entry here.
+        Index("ix_tasks_queue_status", "queue", "status"),
+        Index(
+            "ix_tasks_queue_waiting",
+            "queue",
+            "run_at",
+            postgresql_where=text("status IN ('PENDING', 'RETRYING')"),
+            sqlite_where=text("status IN ('PENDING', 'RETRYING')"),
+        ),
+        # The charts: tasks finished in a recent window, counted by status.
+        Index("ix_tasks_finished_at", "finished_at", "status"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -288,3 +300,21 @@ class QueueState(db.Model):
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     concurrency_limit: Mapped[int | None] = mapped_column(Integer)
     updated_at = mapped_column(UTCDateTime, nullable=False)
+
+
+class QueueSample(db.Model):
+    """The depth of one queue at one minute, for the queue depth chart.
+
+    The primary key allows one row per queue and minute, so every worker
+    process may take samples and only the first one of each minute is kept.
+    """
+
+    __tablename__ = "queue_samples"
+    __table_args__ = (
+        CheckConstraint("waiting >= 0 AND processing >= 0", name="counts_not_negative"),
+    )
+
+    sampled_at = mapped_column(UTCDateTime, primary_key=True)
+    queue: Mapped[str] = mapped_column(String(100), primary_key=True)
+    waiting: Mapped[int] = mapped_column(Integer)
+    processing: Mapped[int] = mapped_column(Integer)
