@@ -94,7 +94,7 @@ def database_url(request, tmp_path):
     url = request.getfixturevalue("postgres_database")
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(
-            "TRUNCATE task_events, tasks, workers, queues RESTART IDENTITY CASCADE")
+            "TRUNCATE task_events, tasks, workers, queues, queue_samples RESTART IDENTITY CASCADE")
     return url
 
 
