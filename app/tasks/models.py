@@ -18,7 +18,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.extensions import db
 
 from .errors import InvalidTransition
-from .expressions import task_duration
 from .lifecycle import (
     TERMINAL_STATUSES,
     EventKind,
@@ -90,9 +89,10 @@ class Task(db.Model):
         Index("ix_tasks_lease_expires_at", "lease_expires_at"),
         Index("ix_tasks_created_at", "created_at"),
         Index("ix_tasks_type", "type"),
-        # The queues page: counts per queue and status read this index alone,
-        # and the oldest waiting task of each queue is its first entry here.
-        Index("ix_tasks_queue_status", "queue", "status"),
+        # The queues page: counts of unfinished tasks per status and queue
+        # read this index alone, and the oldest waiting task of each queue is
+        # its first entry in ix_tasks_queue_waiting.
+        Index("ix_tasks_status_queue", "status", "queue"),
         Index(
             "ix_tasks_queue_waiting",
             "queue",
@@ -100,17 +100,9 @@ class Task(db.Model):
             postgresql_where=text("status IN ('PENDING', 'RETRYING')"),
             sqlite_where=text("status IN ('PENDING', 'RETRYING')"),
         ),
-        # The charts: tasks finished in a recent window, counted by status.
-        Index("ix_tasks_finished_at", "finished_at", "status"),
-        # The tasks page: keyset pages under each sort key (created_at reads
-        # ix_tasks_created_at), and the status, type and queue filters in
-        # the default order, newest first.
-        Index("ix_tasks_started_at_id", "started_at", "id"),
-        Index("ix_tasks_finished_at_id", "finished_at", "id"),
-        Index("ix_tasks_duration", task_duration(), "id"),
-        Index("ix_tasks_status_created_at", "status", "created_at", "id"),
-        Index("ix_tasks_type_created_at", "type", "created_at", "id"),
-        Index("ix_tasks_queue_created_at", "queue", "created_at", "id"),
+        # The charts and the queues page: tasks finished in a recent window,
+        # counted by status and queue from this index alone.
+        Index("ix_tasks_finished_at", "finished_at", "status", "queue"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -230,8 +222,6 @@ class TaskEvent(db.Model):
         CheckConstraint(_sql_in("level", EventLevel), name="level_valid"),
         Index("ix_task_events_task_id_id", "task_id", "id"),
         Index("ix_task_events_kind_id", "kind", "id"),
-        # The event log filtered by level, newest first.
-        Index("ix_task_events_level_id", "level", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -27,17 +27,17 @@ def upgrade():
     sa.PrimaryKeyConstraint('sampled_at', 'queue', name=op.f('pk_queue_samples'))
     )
     with op.batch_alter_table('tasks', schema=None) as batch_op:
-        batch_op.create_index('ix_tasks_queue_status', ['queue', 'status'], unique=False)
+        batch_op.create_index('ix_tasks_status_queue', ['status', 'queue'], unique=False)
         batch_op.create_index(
             'ix_tasks_queue_waiting', ['queue', 'run_at'], unique=False,
             postgresql_where=WAITING, sqlite_where=WAITING)
-        batch_op.create_index('ix_tasks_finished_at', ['finished_at', 'status'], unique=False)
+        batch_op.create_index('ix_tasks_finished_at', ['finished_at', 'status', 'queue'], unique=False)
 
 
 def downgrade():
     with op.batch_alter_table('tasks', schema=None) as batch_op:
         batch_op.drop_index('ix_tasks_finished_at')
         batch_op.drop_index('ix_tasks_queue_waiting', postgresql_where=WAITING, sqlite_where=WAITING)
-        batch_op.drop_index('ix_tasks_queue_status')
+        batch_op.drop_index('ix_tasks_status_queue')
 
     op.drop_table('queue_samples')
