@@ -18,6 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.extensions import db
 
 from .errors import InvalidTransition
+from .expressions import task_duration
 from .lifecycle import (
     TERMINAL_STATUSES,
     EventKind,
@@ -103,6 +104,15 @@ class Task(db.Model):
         # The charts and the queues page: tasks finished in a recent window,
         # counted by status and queue from this index alone.
         Index("ix_tasks_finished_at", "finished_at", "status", "queue"),
+        # The tasks page: keyset pages under each sort key (created_at reads
+        # ix_tasks_created_at), and the status, type and queue filters in
+        # the default order, newest first.
+        Index("ix_tasks_started_at_id", "started_at", "id"),
+        Index("ix_tasks_finished_at_id", "finished_at", "id"),
+        Index("ix_tasks_duration", task_duration(), "id"),
+        Index("ix_tasks_status_created_at", "status", "created_at", "id"),
+        Index("ix_tasks_type_created_at", "type", "created_at", "id"),
+        Index("ix_tasks_queue_created_at", "queue", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -222,6 +232,8 @@ class TaskEvent(db.Model):
         CheckConstraint(_sql_in("level", EventLevel), name="level_valid"),
         Index("ix_task_events_task_id_id", "task_id", "id"),
         Index("ix_task_events_kind_id", "kind", "id"),
+        # The event log filtered by level, newest first.
+        Index("ix_task_events_level_id", "level", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
