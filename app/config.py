@@ -73,6 +73,10 @@ PAGE_SIZE = 50
 # Seconds between two htmx refreshes of the live tables.
 REFRESH_INTERVAL = 2
 
+# The IANA time zone in which the pages show exact times, e.g. "Europe/Berlin".
+# The database always stores UTC.
+TIMEZONE = "UTC"
+
 # Flask's session key. None means a random key generated once and kept in
 # instance/secret_key.
 SECRET_KEY = None

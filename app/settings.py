@@ -2,6 +2,7 @@
 
 import logging
 import numbers
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.database import SYNCHRONOUS_MODES
 
@@ -57,7 +58,20 @@ def check_settings(config) -> None:
     if str(config.get("SQLITE_SYNCHRONOUS")).upper() not in SYNCHRONOUS_MODES:
         raise ConfigError(f"{_name('SQLITE_SYNCHRONOUS')} must be one of "
                           f"{', '.join(SYNCHRONOUS_MODES)}; got {config.get('SQLITE_SYNCHRONOUS')!r}")
+    _check_time_zone(config, "TIMEZONE")
     level = str(config.get("LOG_LEVEL")).upper()
     if not isinstance(logging.getLevelName(level), int):
         raise ConfigError(f"{_name('LOG_LEVEL')} must be DEBUG, INFO, WARNING, ERROR or "
                           f"CRITICAL; got {config.get('LOG_LEVEL')!r}")
+
+
+def _check_time_zone(config, setting: str) -> None:
+    value = config.get(setting)
+    message = (f"{_name(setting)} must be an IANA time zone name such as UTC or "
+               f"Europe/Berlin; got {value!r}")
+    if not isinstance(value, str):
+        raise ConfigError(message)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ConfigError(message) from None

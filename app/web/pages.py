@@ -8,6 +8,7 @@ when the request carries the HX-Request header.
 
 import json
 import logging
+from datetime import UTC, datetime
 
 from flask import (
     Blueprint,
@@ -76,22 +77,37 @@ CSRF_HINT = ("Reload the page to get a fresh form, then submit it again. "
              "The token in a form expires with your session.")
 
 
+# The event that taskboard.js sends to each live region once per refresh
+# interval, while the tab is visible, live updates are not paused, and the
+# region's previous request has finished. The top of taskboard.js states
+# what else a live region needs.
+LIVE_REFRESH_EVENT = "live-refresh"
+# The shortest refresh interval the pages use, even when REFRESH_INTERVAL is smaller.
+MIN_REFRESH_MILLISECONDS = 100
+
+
 @bp.app_context_processor
 def inject_page_settings() -> dict:
     return {
         "htmx_config": HTMX_CONFIG,
         "poll_trigger": _poll_trigger(),
+        "refresh_milliseconds": _refresh_milliseconds(),
+        # taskboard.js measures the offset of the browser's clock against this.
+        "server_time": datetime.now(UTC).isoformat(timespec="milliseconds"),
     }
 
 
-def _poll_trigger() -> str | None:
-    """Return the hx-trigger that polls every REFRESH_INTERVAL seconds, or None when it is off."""
+def _refresh_milliseconds() -> int | None:
+    """Return REFRESH_INTERVAL in milliseconds, or None when live refresh is off."""
     seconds = float(current_app.config.get("REFRESH_INTERVAL") or 0)
     if seconds <= 0:
         return None
-    if seconds.is_integer():
-        return f"every {int(seconds)}s"
-    return f"every {max(100, round(seconds * 1000))}ms"
+    return max(MIN_REFRESH_MILLISECONDS, round(seconds * 1000))
+
+
+def _poll_trigger() -> str | None:
+    """Return the hx-trigger of a live region, or None when live refresh is off."""
+    return LIVE_REFRESH_EVENT if _refresh_milliseconds() else None
 
 
 def _is_htmx() -> bool:
