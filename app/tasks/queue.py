@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import TextClause, bindparam, case, func, insert, select, text, update
+from sqlalchemy.sql.selectable import TextualSelect
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
@@ -36,6 +37,7 @@ from .registry import registry
 from .submission import validate_submission
 from .queue_control import claim_rules
 from .session import clock, clock_expression, uses_database_clock, write_transaction
+from .timeutil import UTCDateTime
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +199,184 @@ def _find_by_idempotency_key(key: str) -> Task | None:
     return db.session.scalar(select(Task).where(Task.idempotency_key == key))
 
 
+# SQL of the worker's batch operations
+#
+# Claims and successful completions are the worker's hot path. Their
+# statements are written once per database as SQL text, so that a batch
+# costs one compiled statement with a fixed set of parameters, whatever its
+# size: the tasks of a batch travel as one JSON array (SQLite) or as arrays
+# and JSON (PostgreSQL). On PostgreSQL the event rows are inserted by the
+# same statement, through a data-modifying WITH clause; SQLite has none, so
+# there a second statement inserts them. Either way the change and its
+# events share one transaction.
+
+
+def _sql_literals(*values: str) -> str:
+    """Return `values` as a comma-separated list of SQL string literals (constants only)."""
+    return ", ".join(f"'{value}'" for value in values)
+
+
+_CLAIMABLE_SQL = _sql_literals(TaskStatus.PENDING, TaskStatus.RETRYING)
+_PROCESSING_SQL = _sql_literals(TaskStatus.PROCESSING)
+_EVENT_COLUMNS = "task_id, kind, level, attempt, worker_id, message, created_at"
+_STARTED_SQL = _sql_literals(EventKind.STARTED, KIND_LEVELS[EventKind.STARTED])
+_SUCCEEDED_SQL = _sql_literals(EventKind.SUCCEEDED, KIND_LEVELS[EventKind.SUCCEEDED])
+_CLAIM_RETURNING = "id, type, params, attempts, max_attempts, timeout_seconds, priority, run_at"
+_SUCCEED_SET = (f"status = '{TaskStatus.SUCCEEDED}', finished_at = {{now}}, locked_by = NULL, "
+                "lease_expires_at = NULL, progress = 100")
+# The messages match those of the Python paths, "Attempt 2 of 3 started".
+_STARTED_MESSAGE = "'Attempt ' || attempts || ' of ' || max_attempts || ' started'"
+
+# PostgreSQL takes the time from the server unless the caller passed `now`.
+_PG_NOW = "COALESCE(CAST(:now AS timestamptz), now())"
+
+_PG_CLAIM = f"""
+WITH due AS (
+    SELECT id FROM tasks
+    WHERE status IN ({_CLAIMABLE_SQL}) AND run_at <= {_PG_NOW}
+      AND (CAST(:only AS text[]) IS NULL OR queue = ANY(CAST(:only AS text[])))
+      AND queue <> ALL(CAST(:skip AS text[]))
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE tasks AS t
+    SET status = '{TaskStatus.PROCESSING}', attempts = t.attempts + 1,
+        locked_by = CAST(:worker_id AS varchar),
+        lease_expires_at = {_PG_NOW} + make_interval(secs => :lease_seconds),
+        started_at = {_PG_NOW}, progress = 0, progress_message = NULL
+    FROM due
+    WHERE t.id = due.id AND t.status IN ({_CLAIMABLE_SQL})
+    RETURNING t.id, t.type, t.params, t.attempts, t.max_attempts, t.timeout_seconds,
+              t.priority, t.run_at, t.started_at
+), started AS (
+    INSERT INTO task_events ({_EVENT_COLUMNS})
+    SELECT id, {_STARTED_SQL}, attempts, CAST(:worker_id AS varchar), {_STARTED_MESSAGE},
+           started_at
+    FROM claimed
+    ORDER BY priority DESC, run_at, id
+)
+SELECT {_CLAIM_RETURNING} FROM claimed
+"""
+
+_SQLITE_CLAIM = f"""
+UPDATE tasks NOT INDEXED
+SET status = '{TaskStatus.PROCESSING}', attempts = attempts + 1, locked_by = :worker_id,
+    lease_expires_at = :lease_expires_at, started_at = :now, progress = 0,
+    progress_message = NULL
+WHERE status IN ({_CLAIMABLE_SQL}) AND id IN (
+    SELECT id FROM tasks INDEXED BY ix_tasks_due
+    WHERE status IN ({_CLAIMABLE_SQL}) AND run_at <= :now
+      AND (:only IS NULL OR queue IN (SELECT value FROM json_each(:only)))
+      AND queue NOT IN (SELECT value FROM json_each(:skip))
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit)
+RETURNING {_CLAIM_RETURNING}
+"""
+
+_SQLITE_STARTED_EVENTS = f"""
+INSERT INTO task_events ({_EVENT_COLUMNS})
+SELECT id, {_STARTED_SQL}, attempts, locked_by, {_STARTED_MESSAGE}, started_at
+FROM tasks
+WHERE id IN (SELECT value FROM json_each(:ids))
+ORDER BY priority DESC, run_at, id
+"""
+
+# :outcomes is a JSON array of [task id, attempt, worker id, result as JSON
+# text or null]; the result is JSON inside JSON, so that it arrives as the
+# exact text to store.
+_PG_SUCCEED = f"""
+WITH outcome AS (
+    SELECT CAST(e ->> 0 AS bigint) AS id, CAST(e ->> 1 AS integer) AS attempt,
+           e ->> 2 AS worker_id, e ->> 3 AS result
+    FROM json_array_elements(CAST(:outcomes AS json)) AS e
+), done AS (
+    UPDATE tasks AS t
+    SET result = CAST(outcome.result AS json), {_SUCCEED_SET.format(now=_PG_NOW)}
+    FROM outcome
+    WHERE t.id = outcome.id AND t.status IN ({_PROCESSING_SQL})
+      AND t.locked_by = outcome.worker_id AND t.attempts = outcome.attempt
+    RETURNING t.id, t.attempts, outcome.worker_id, t.finished_at
+), succeeded AS (
+    INSERT INTO task_events ({_EVENT_COLUMNS})
+    SELECT id, {_SUCCEEDED_SQL}, attempts, worker_id, 'Attempt ' || attempts || ' succeeded',
+           finished_at
+    FROM done
+    ORDER BY id
+)
+SELECT id FROM done
+"""
+
+_SQLITE_SUCCEED = f"""
+UPDATE tasks NOT INDEXED
+SET result = outcome.result, {_SUCCEED_SET.format(now=":now")}
+FROM (
+    SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS attempt,
+           json_extract(value, '$[2]') AS worker_id, json_extract(value, '$[3]') AS result
+    FROM json_each(:outcomes)
+) AS outcome
+WHERE tasks.id = outcome.id AND tasks.status IN ({_PROCESSING_SQL})
+  AND tasks.locked_by = outcome.worker_id AND tasks.attempts = outcome.attempt
+RETURNING tasks.id
+"""
+
+_SQLITE_SUCCEEDED_EVENTS = f"""
+INSERT INTO task_events ({_EVENT_COLUMNS})
+SELECT json_extract(value, '$[0]'), {_SUCCEEDED_SQL}, json_extract(value, '$[1]'),
+       json_extract(value, '$[2]'), 'Attempt ' || json_extract(value, '$[1]') || ' succeeded',
+       :now
+FROM json_each(:outcomes)
+ORDER BY key
+"""
+
+
+@dataclass(frozen=True)
+class _BatchStatements:
+    """The batch statements of one database; the event statements are None where the main
+    statement writes the events itself."""
+
+    postgresql: bool
+    claim: TextualSelect
+    started_events: TextClause | None
+    succeed: TextClause
+    succeeded_events: TextClause | None
+
+
+def _timestamp(name: str):
+    return bindparam(name, type_=UTCDateTime())
+
+
+_CLAIM_COLUMNS = [tasks_table.c[name] for name in _CLAIM_RETURNING.split(", ")]
+
+_BATCH_STATEMENTS = {
+    "postgresql": _BatchStatements(
+        postgresql=True,
+        claim=text(_PG_CLAIM).bindparams(_timestamp("now")).columns(*_CLAIM_COLUMNS),
+        started_events=None,
+        succeed=text(_PG_SUCCEED).bindparams(_timestamp("now")),
+        succeeded_events=None,
+    ),
+    "sqlite": _BatchStatements(
+        postgresql=False,
+        claim=text(_SQLITE_CLAIM)
+        .bindparams(_timestamp("now"), _timestamp("lease_expires_at"))
+        .columns(*_CLAIM_COLUMNS),
+        started_events=text(_SQLITE_STARTED_EVENTS),
+        succeed=text(_SQLITE_SUCCEED).bindparams(_timestamp("now")),
+        succeeded_events=text(_SQLITE_SUCCEEDED_EVENTS).bindparams(_timestamp("now")),
+    ),
+}
+
+
+def _statements(connection) -> _BatchStatements:
+    name = connection.dialect.name
+    try:
+        return _BATCH_STATEMENTS[name]
+    except KeyError:
+        raise RuntimeError(
+            f"Taskboard supports SQLite and PostgreSQL; the database is {name}") from None
+
+
 # Worker operations
 
 
@@ -207,36 +387,32 @@ def claim(worker_id: str, limit: int, *, queues: Iterable[str] | None = None,
     Due tasks are PENDING or RETRYING with run_at in the past, in a queue
     that is not paused, taken by priority (highest first), then run_at, then
     id; tasks of a queue with a concurrency limit are taken only while it has
-    free slots. Each selection and UPDATE is one statement in one
+    free slots. The claims come back in that order. All tasks are claimed by
+    one UPDATE ... RETURNING, and their started events by one INSERT, in one
     transaction: on PostgreSQL the rows are locked with FOR UPDATE SKIP
     LOCKED, and SQLite allows one writer at a time, so two workers never
     claim the same attempt.
     """
     if limit <= 0:
         return []
-    wanted = set(queues) if queues else None
+    wanted = sorted(set(queues)) if queues else None
 
     with write_transaction() as session:
-        moment = clock_expression(session, now)
-        paused, free_slots = claim_rules(session, lock=uses_database_clock(session))
-        rows = _claim_batch(session, worker_id, limit, moment, only=wanted,
-                            skip=paused | set(free_slots))
+        connection = session.connection()
+        statements = _statements(connection)
+        paused, free_slots = claim_rules(session, lock=statements.postgresql)
+        parameters = _claim_parameters(session, worker_id, now)
+        rows = _claim_rows(connection, statements, parameters, limit, only=wanted,
+                           skip=sorted(paused | set(free_slots)))
         for name, slots in sorted(free_slots.items()):
             remaining = limit - len(rows)
             if remaining <= 0:
                 break
             if slots > 0 and (wanted is None or name in wanted):
-                rows += _claim_batch(session, worker_id, min(slots, remaining), moment,
-                                     only={name}, skip=set())
+                rows += _claim_rows(connection, statements, parameters, min(slots, remaining),
+                                    only=[name], skip=[])
 
-        rows.sort(key=lambda row: (-row.priority, row.run_at, row.id))
-        _write_events(session, [
-            _event_row(row.id, EventKind.STARTED, attempt=row.attempts, worker_id=worker_id,
-                       message=f"Attempt {row.attempts} of {row.max_attempts} started",
-                       now=row.started_at)
-            for row in rows
-        ])
-
+    rows.sort(key=lambda row: (-row.priority, row.run_at, row.id))
     return [
         Claim(task_id=row.id, type=row.type, params=row.params or {}, attempt=row.attempts,
               max_attempts=row.max_attempts, timeout_seconds=row.timeout_seconds,
@@ -245,37 +421,31 @@ def claim(worker_id: str, limit: int, *, queues: Iterable[str] | None = None,
     ]
 
 
-def _claim_batch(session, worker_id: str, limit: int, moment, *, only: set[str] | None,
-                 skip: set[str]) -> list:
-    """Claim up to `limit` due tasks of the queues in `only` (all if None) but not in `skip`."""
-    t = tasks_table
-    due = select(t.c.id).where(t.c.status.in_(CLAIMABLE_STATUSES), t.c.run_at <= moment)
-    if only is not None:
-        due = due.where(t.c.queue.in_(sorted(only)))
-    if skip:
-        due = due.where(t.c.queue.not_in(sorted(skip)))
-    due = (
-        due.order_by(t.c.priority.desc(), t.c.run_at, t.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("due")
-    )
-    statement = (
-        update(t)
-        .where(t.c.id == due.c.id, t.c.status.in_(CLAIMABLE_STATUSES))
-        .values(
-            status=TaskStatus.PROCESSING.value,
-            attempts=t.c.attempts + 1,
-            locked_by=worker_id,
-            lease_expires_at=moment + timedelta(seconds=_setting("LEASE_SECONDS")),
-            started_at=moment,
-            progress=0,
-            progress_message=None,
-        )
-        .returning(t.c.id, t.c.type, t.c.params, t.c.attempts, t.c.max_attempts,
-                   t.c.timeout_seconds, t.c.priority, t.c.run_at, t.c.started_at)
-    )
-    return session.execute(statement).all()
+def _claim_parameters(session, worker_id: str, now: datetime | None) -> dict:
+    lease_seconds = float(_setting("LEASE_SECONDS"))
+    if uses_database_clock(session):
+        return {"worker_id": worker_id, "now": now, "lease_seconds": lease_seconds}
+    moment = clock(session, now)
+    return {"worker_id": worker_id, "now": moment,
+            "lease_expires_at": moment + timedelta(seconds=lease_seconds)}
+
+
+def _claim_rows(connection, statements: "_BatchStatements", parameters: dict, limit: int, *,
+                only: list[str] | None, skip: list[str]) -> list:
+    """Claim up to `limit` due tasks of the queues in `only` (all if None) but not in `skip`.
+
+    The started events are written in the same transaction: on PostgreSQL by
+    the claim statement itself, on SQLite by a second statement.
+    """
+    if statements.postgresql:
+        filters = {"only": only, "skip": skip}
+    else:
+        filters = {"only": None if only is None else json.dumps(only), "skip": json.dumps(skip)}
+    rows = connection.execute(statements.claim, {**parameters, **filters, "limit": limit}).all()
+    if rows and statements.started_events is not None:
+        connection.execute(statements.started_events,
+                           {"ids": json.dumps([row.id for row in rows])})
+    return rows
 
 
 def _held_by(worker_id: str, attempt: int):
@@ -287,18 +457,24 @@ def _held_by(worker_id: str, attempt: int):
     )
 
 
-def encode_result(result) -> None:
-    """Raise InvalidResult unless `result` can be stored as JSON within MAX_RESULT_BYTES."""
+def encode_result(result) -> str | None:
+    """Return `result` as the JSON text to store (None for None).
+
+    Raise InvalidResult unless it is JSON within MAX_RESULT_BYTES.
+    """
+    if result is None:
+        return None
     try:
         encoded = json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise InvalidResult(f"the handler returned a result that is not JSON: {error}") from None
     limit = _setting("MAX_RESULT_BYTES")
-    if len(encoded.encode()) > limit:
+    size = len(encoded.encode())
+    if size > limit:
         raise InvalidResult(
-            f"the handler returned {len(encoded.encode())} bytes of JSON; "
-            f"the limit is {limit} (MAX_RESULT_BYTES)"
+            f"the handler returned {size} bytes of JSON; the limit is {limit} (MAX_RESULT_BYTES)"
         )
+    return encoded
 
 
 def succeed(claim: Claim, result, *, now: datetime | None = None) -> None:
@@ -316,43 +492,36 @@ def succeed_many(outcomes: Iterable[tuple[Claim, object]], *,
                  now: datetime | None = None) -> list[Claim]:
     """Record several attempts that returned, in one transaction; return the claims not held.
 
-    Each task moves from PROCESSING to SUCCEEDED through its own guarded
-    UPDATE, and its event is written in the same transaction, so batching
-    changes only the number of commits. An attempt the worker no longer holds
-    is left as it is and returned, so the caller can log its rejected result.
-    Raise InvalidResult, writing nothing, if any result cannot be stored.
+    One UPDATE moves every task from PROCESSING to SUCCEEDED, guarded per
+    task by its status, lease owner and attempt, and the events of the tasks
+    it changed are written in the same transaction. An attempt the worker no
+    longer holds is left as it is and returned, so the caller can log its
+    rejected result. Raise InvalidResult, writing nothing, if any result
+    cannot be stored.
     """
     outcomes = list(outcomes)
-    for _, result in outcomes:
-        encode_result(result)
-    t = tasks_table
-    lost, events = [], []
+    if not outcomes:
+        return []
+    rows = [[claim.task_id, claim.attempt, claim.worker_id, encode_result(result)]
+            for claim, result in outcomes]
     with write_transaction() as session:
-        moment = clock_expression(session, now)
-        for claim, result in outcomes:
-            statement = (
-                update(t)
-                .where(t.c.id == claim.task_id, t.c.status.in_(sources(Transition.SUCCEED)),
-                       *_held_by(claim.worker_id, claim.attempt))
-                .values(status=TaskStatus.SUCCEEDED.value, result=result, finished_at=moment,
-                        locked_by=None, lease_expires_at=None, progress=100)
-                .returning(t.c.finished_at)
-            )
-            finished_at = session.execute(statement).scalar_one_or_none()
-            if finished_at is None:
-                lost.append(claim)
-                continue
-            events.append(_event_row(
-                claim.task_id, EventKind.SUCCEEDED, attempt=claim.attempt,
-                worker_id=claim.worker_id, message=f"Attempt {claim.attempt} succeeded",
-                now=finished_at))
-        _write_events(session, events)
+        connection = session.connection()
+        statements = _statements(connection)
+        moment = now if statements.postgresql else clock(session, now)
+        done = set(connection.execute(
+            statements.succeed, {"outcomes": json.dumps(rows), "now": moment}).scalars())
+        if done and statements.succeeded_events is not None:
+            events = [row[:3] for row in rows if row[0] in done]
+            connection.execute(statements.succeeded_events,
+                               {"outcomes": json.dumps(events), "now": moment})
 
-    for event in events:
-        log.info("Task %s succeeded on attempt %s", event["task_id"], event["attempt"],
-                 extra={"task_id": event["task_id"], "worker_id": event["worker_id"],
-                        "event": "succeeded"})
-    return lost
+    if log.isEnabledFor(logging.INFO):
+        for claim, _ in outcomes:
+            if claim.task_id in done:
+                log.info("Task %s succeeded on attempt %s", claim.task_id, claim.attempt,
+                         extra={"task_id": claim.task_id, "worker_id": claim.worker_id,
+                                "event": "succeeded"})
+    return [claim for claim, _ in outcomes if claim.task_id not in done]
 
 
 @dataclass(frozen=True)
@@ -399,6 +568,16 @@ def _log_outcome(outcome: _FailedAttemptOutcome, task_id, worker_id) -> None:
         log.warning("Task %s: %s", task_id, outcome.message, extra=extra)
 
 
+@dataclass(frozen=True)
+class AttemptFailure:
+    """A claimed attempt that ended without a result: its error and whether to retry it."""
+
+    claim: Claim
+    error: str
+    traceback: str | None = None
+    retryable: bool = True
+
+
 def fail(claim: Claim, error: str, traceback: str | None = None, *, retryable: bool = True,
          now: datetime | None = None) -> TaskStatus:
     """Record that the claimed attempt failed with `error`; return the task's new status.
@@ -407,33 +586,66 @@ def fail(claim: Claim, error: str, traceback: str | None = None, *, retryable: b
     error is retryable, to CANCELLED if a person asked it to stop, and to
     FAILED otherwise. Raise LeaseLost if the worker no longer holds the attempt.
     """
-    held = _held_by(claim.worker_id, claim.attempt)
+    [status] = fail_many([AttemptFailure(claim, error, traceback, retryable)], now=now)
+    if status is None:
+        raise LeaseLost(claim.task_id, claim.worker_id, claim.attempt)
+    return status
+
+
+def fail_many(failures: Iterable[AttemptFailure], *,
+              now: datetime | None = None) -> list[TaskStatus | None]:
+    """Record several failed attempts in one transaction; return each task's new status.
+
+    Each task follows the rules of `fail`, through its own guarded UPDATE and
+    event. The status is None for an attempt the worker no longer holds:
+    nothing is written for it.
+    """
+    failures = list(failures)
+    if not failures:
+        return []
+    t = tasks_table
+    statuses: list[TaskStatus | None] = []
+    recorded = []
     with write_transaction() as session:
         # Locked, so that a cancel request cannot land between reading the
-        # flag and the UPDATE, and be lost.
-        row = session.execute(
-            select(tasks_table.c.max_attempts, tasks_table.c.cancel_requested,
-                   tasks_table.c.queue)
-            .where(tasks_table.c.id == claim.task_id, *held)
+        # flag and the UPDATE, and be lost. Locked in id order, so that two
+        # batches cannot deadlock.
+        rows = {row.id: row for row in session.execute(
+            select(t.c.id, t.c.attempts, t.c.locked_by, t.c.max_attempts, t.c.cancel_requested,
+                   t.c.queue)
+            .where(t.c.id.in_(sorted({failure.claim.task_id for failure in failures})),
+                   t.c.status == TaskStatus.PROCESSING.value)
+            .order_by(t.c.id)
             .with_for_update()
-        ).one_or_none()
-        if row is None:
-            raise LeaseLost(claim.task_id, claim.worker_id, claim.attempt)
-
+        )}
         now = clock(session, now)
-        outcome = _outcome_of_failed_attempt(
-            task_id=claim.task_id, attempt=claim.attempt, max_attempts=row.max_attempts,
-            cancel_requested=row.cancel_requested, retryable=retryable, error=error,
-            traceback=traceback, now=now)
-        if not _guarded_update(session, claim.task_id, outcome.transition, outcome.values, *held):
-            raise LeaseLost(claim.task_id, claim.worker_id, claim.attempt)
-        _write_events(session, [_event_row(
-            claim.task_id, outcome.kind, attempt=claim.attempt, worker_id=claim.worker_id,
-            message=outcome.message, now=now)])
+        events = []
+        for failure in failures:
+            claim = failure.claim
+            row = rows.get(claim.task_id)
+            if row is None or row.locked_by != claim.worker_id or row.attempts != claim.attempt:
+                statuses.append(None)
+                continue
+            outcome = _outcome_of_failed_attempt(
+                task_id=claim.task_id, attempt=claim.attempt, max_attempts=row.max_attempts,
+                cancel_requested=row.cancel_requested, retryable=failure.retryable,
+                error=failure.error, traceback=failure.traceback, now=now)
+            held = _held_by(claim.worker_id, claim.attempt)
+            if not _guarded_update(session, claim.task_id, outcome.transition, outcome.values,
+                                   *held):
+                statuses.append(None)
+                continue
+            events.append(_event_row(
+                claim.task_id, outcome.kind, attempt=claim.attempt, worker_id=claim.worker_id,
+                message=outcome.message, now=now))
+            recorded.append((claim, outcome, row.queue))
+            statuses.append(TaskStatus(outcome.values["status"]))
+        _write_events(session, events)
 
-    _log_outcome(outcome, claim.task_id, claim.worker_id)
-    _announce_retry(outcome, claim.task_id, row.queue)
-    return TaskStatus(outcome.values["status"])
+    for claim, outcome, queue_name in recorded:
+        _log_outcome(outcome, claim.task_id, claim.worker_id)
+        _announce_retry(outcome, claim.task_id, queue_name)
+    return statuses
 
 
 def _announce_retry(outcome: _FailedAttemptOutcome, task_id, queue_name: str) -> None:
