@@ -170,6 +170,15 @@ def _load_schedules(app: Flask) -> None:
         details = "; ".join(f"{name} {message}" for name, message in error.fields.items())
         raise ConfigError(f"invalid SCHEDULES setting: {details}") from None
 
+    from app.tasks.retention import configure_schedule
+
+    try:
+        configure_schedule(app.config.get("RETENTION_DAYS"), app.config.get("RETENTION_CRON"))
+    except ValidationError as error:
+        details = "; ".join(f"{name} (environment variable TASKBOARD_{name}) {message}"
+                            for name, message in error.fields.items())
+        raise ConfigError(details) from None
+
 
 def _import_task_modules(app: Flask) -> None:
     """Import the built-in handlers and every module named by TASK_MODULES."""

@@ -27,6 +27,12 @@ TASK_MODULES = []
 # many workers run.
 SCHEDULES = {}
 
+# Retention: finished tasks (SUCCEEDED, FAILED, CANCELLED) older than this many
+# days are deleted with their events, by a delete_finished_tasks task that
+# runs at each RETENTION_CRON time (UTC). 0 or empty turns retention off.
+RETENTION_DAYS = 0
+RETENTION_CRON = "23 * * * *"
+
 # The task type the dashboard form shows first.
 DEFAULT_TASK_TYPE = "word_count"
 

@@ -59,6 +59,7 @@ def check_settings(config) -> None:
         raise ConfigError(f"{_name('SQLITE_SYNCHRONOUS')} must be one of "
                           f"{', '.join(SYNCHRONOUS_MODES)}; got {config.get('SQLITE_SYNCHRONOUS')!r}")
     _check_time_zone(config, "TIMEZONE")
+    _check_retention_days(config)
     level = str(config.get("LOG_LEVEL")).upper()
     if not isinstance(logging.getLevelName(level), int):
         raise ConfigError(f"{_name('LOG_LEVEL')} must be DEBUG, INFO, WARNING, ERROR or "
@@ -75,3 +76,13 @@ def _check_time_zone(config, setting: str) -> None:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ConfigError(message) from None
+
+
+def _check_retention_days(config) -> None:
+    value = config.get("RETENTION_DAYS")
+    if value in (None, ""):
+        return
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if not whole or not 0 <= value <= 36_500:
+        raise ConfigError(f"{_name('RETENTION_DAYS')} must be a whole number of days from 1 to "
+                          f"36500, or 0 to turn retention off; got {value!r}")

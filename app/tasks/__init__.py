@@ -18,6 +18,9 @@ from .lifecycle import EventKind, EventLevel, TaskStatus, Transition
 from .models import Task, TaskEvent
 from .registry import Param, TaskType, registry, task_type
 
+# Registers the delete_finished_tasks task type that retention schedules.
+from . import retention  # noqa: E402, F401  (after the names retention imports)
+
 __all__ = [
     "EventKind",
     "EventLevel",
