@@ -18,9 +18,11 @@ CONTENT_SECURITY_POLICY = (
 
 
 def init_app(app: Flask) -> None:
-    from . import api, pages
+    from . import api, insights, pages, task_list
 
     app.register_blueprint(pages.bp)
+    app.register_blueprint(task_list.bp)
+    app.register_blueprint(insights.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
     # The API takes only application/json bodies, which a cross-site form
     # cannot send without a CORS preflight, so it needs no CSRF token.
