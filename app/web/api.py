@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from app.tasks import (
     InvalidTransition,
+    actions,
     TaskError,
     TaskNotFound,
     ValidationError,
@@ -25,8 +26,11 @@ from app.tasks import (
     queue_control,
     worker_registry,
 )
+from app.tasks.actions import AlreadyDue, AlreadyStopping
 from app.tasks.queue import RetryLimitReached
 from app.tasks.submission import QUEUE_NAME
+
+from .task_list import parse_bulk_body
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,8 @@ def _error_message(error: HTTPException) -> str:
         return f"{request.method} is not allowed on {request.path}. Allowed methods: {allowed}."
     if isinstance(error, NotFound):
         return (f"No API endpoint matches {request.path}. The API serves /api/tasks, "
-                "/api/tasks/<id> (a whole number) with /events, /cancel and /retry, "
+                "/api/tasks/<id> (a whole number) with /events, /cancel, /retry and "
+                "/run-now, /api/tasks/bulk, "
                 "/api/events, /api/queues (with /<name>/pause, /resume and "
                 "/concurrency-limit) and /api/workers.")
     # Werkzeug's standard descriptions are plain sentences. For a 500 the
@@ -123,6 +128,12 @@ def _invalid_transition(error: InvalidTransition) -> Response:
 def _retry_limit_reached(error: RetryLimitReached) -> Response:
     task = queries.get_task(error.task_id)
     return _conflict(error, task.status if task is not None else None)
+
+
+@bp.errorhandler(AlreadyDue)
+@bp.errorhandler(AlreadyStopping)
+def _nothing_to_do(error: AlreadyDue | AlreadyStopping) -> Response:
+    return _conflict(error, error.status)
 
 
 def _conflict(error: TaskError, task_status: str | None) -> Response:
@@ -195,6 +206,35 @@ def retry_task(task_id: int):
     """Requeue a FAILED or CANCELLED task, ignoring any request body."""
     task = queue.retry(task_id, source=SOURCE)
     return jsonify(task.to_dict())
+
+
+@bp.delete(TASK_URL)
+def delete_task(task_id: int):
+    """Delete a task that is not running, with its events; 204 on success."""
+    actions.delete_task(task_id, source=SOURCE)
+    return "", 204
+
+
+@bp.post(TASK_URL + "/run-now")
+def run_task_now(task_id: int):
+    """Make a PENDING or RETRYING task that waits for its run_at due now, ignoring any body."""
+    task = actions.run_now(task_id, source=SOURCE)
+    return jsonify(task.to_dict())
+
+
+@bp.post("/tasks/bulk")
+def bulk_action():
+    """Apply cancel, retry, delete or run_now to listed ids, or to every task matching a filter.
+
+    The body is {"action": ..., "ids": [...]} or {"action": ..., "filter": {...}}.
+    The answer lists what changed and what was skipped, with reasons.
+    """
+    action, ids, filters = parse_bulk_body(_json_object_body())
+    if filters is None:
+        result = actions.apply(action, ids, source=SOURCE)
+    else:
+        result = actions.apply_to_matching(action, filters, source=SOURCE)
+    return jsonify(result.to_dict())
 
 
 # Event log

@@ -16,7 +16,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
-from app.tasks import actions, listing, queue, retention
+from app.tasks import ValidationError, actions, listing, queue, retention
 from app.tasks import registry as task_registry
 from app.tasks.submission import QUEUE_NAME
 
@@ -352,6 +352,64 @@ def outcome_message(result: actions.BatchResult) -> tuple[str, str]:
 
 def _tasks(count: int, noun: str = "task") -> str:
     return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def parse_bulk_body(data: dict) -> tuple[str, list[int], listing.TaskFilter | None]:
+    """Read a JSON bulk request: {"action", "ids": [...]} or {"action", "filter": {...}}.
+
+    The filter takes the query parameters of the tasks page (q, status,
+    type, queue, created_after, created_before) as strings. Raise
+    ValidationError naming every invalid field.
+    """
+    errors = {}
+    for name in sorted(set(data) - {"action", "ids", "filter"}):
+        errors[name] = "is not a known field (known: action, ids, filter)"
+    action = data.get("action")
+    if not isinstance(action, str) or action not in actions.ACTIONS:
+        errors["action"] = f"is required: one of {', '.join(actions.ACTIONS)}"
+    if ("ids" in data) == ("filter" in data):
+        errors["ids"] = "give exactly one of ids (a list of task ids) or filter (an object)"
+        raise ValidationError(errors)
+
+    ids: list[int] = []
+    filters = None
+    if "ids" in data:
+        ids = _bulk_ids(data["ids"], errors)
+    else:
+        filters = _bulk_filter(data["filter"], errors)
+    if errors:
+        raise ValidationError(errors)
+    return action, ids, filters
+
+
+def _bulk_ids(value, errors: dict) -> list[int]:
+    valid = isinstance(value, list) and all(
+        isinstance(item, int) and not isinstance(item, bool) and 1 <= item <= MAX_ID
+        for item in value)
+    if not valid:
+        errors["ids"] = "must be a list of task ids (positive whole numbers)"
+        return []
+    if not 1 <= len(value) <= actions.MAX_SELECTED:
+        errors["ids"] = f"must list from 1 to {actions.MAX_SELECTED} task ids"
+    return list(dict.fromkeys(value))
+
+
+def _bulk_filter(value, errors: dict) -> listing.TaskFilter | None:
+    if not isinstance(value, dict):
+        errors["filter"] = f"must be an object with any of {', '.join(FILTER_NAMES)}"
+        return None
+    known = {}
+    for name, item in value.items():
+        if name not in FILTER_NAMES:
+            errors[f"filter.{name}"] = f"is not a known filter (known: {', '.join(FILTER_NAMES)})"
+        elif item is not None and not isinstance(item, str):
+            errors[f"filter.{name}"] = "must be a string"
+        elif item is not None:
+            known[name] = item
+    parsed = parse_list_request(MultiDict(known))
+    for name, message in parsed.errors.items():
+        errors[f"filter.{name}"] = message
+    return parsed.filters
 
 
 # Retention
