@@ -60,16 +60,22 @@ def _update(name: str, **values) -> QueueState:
     return state
 
 
-def pause_queue(name: str) -> QueueState:
-    """Stop workers from claiming tasks of queue `name`; running tasks finish."""
+def pause_queue(name: str, *, source: str = "code") -> QueueState:
+    """Stop workers from claiming tasks of queue `name`; running tasks finish.
+
+    `source` names where the request came from ("the queues page"); the log
+    line records it, because a queue has no event log of its own.
+    """
     state = _update(name, paused=True)
-    log.info("Queue %s paused", name, extra={"queue": name, "event": "queue_paused"})
+    log.info("Queue %s paused from %s", name, source,
+             extra={"queue": name, "source": source, "event": "queue_paused"})
     return state
 
 
-def resume_queue(name: str) -> QueueState:
+def resume_queue(name: str, *, source: str = "code") -> QueueState:
     state = _update(name, paused=False)
-    log.info("Queue %s resumed", name, extra={"queue": name, "event": "queue_resumed"})
+    log.info("Queue %s resumed from %s", name, source,
+             extra={"queue": name, "source": source, "event": "queue_resumed"})
     return state
 
 
