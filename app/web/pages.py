@@ -29,6 +29,7 @@ from app.tasks import registry as task_registry
 from app.tasks.queue import RetryLimitReached
 
 from . import filters
+from .attempts import derive_attempts
 from .forms import build_submission_form, field_attributes, type_defaults
 
 log = logging.getLogger(__name__)
@@ -283,18 +284,24 @@ def _task_or_404(task_id: int):
     return task
 
 
+def _task_context(task) -> dict:
+    """Return what the task page shows: the task, its attempts and its history."""
+    task_attempts, history = derive_attempts(task, queries.task_events(task.id))
+    return {"task": task, "attempts": task_attempts, "history": history}
+
+
 @bp.get("/tasks/<int:task_id>")
 def task_detail(task_id: int):
-    """Show one task: status, progress, parameters, result, error and its event timeline."""
+    """Show one task: status, progress, parameters, result, and each attempt with its log."""
     task = _task_or_404(task_id)
-    return render_template("task.html", task=task, events=queries.task_events(task.id))
+    return render_template("task.html", **_task_context(task))
 
 
 @bp.get("/partials/tasks/<int:task_id>")
 def task_live_partial(task_id: int):
     """Return the part of a task page that changes while the task runs."""
     task = _task_or_404(task_id)
-    return render_template("_task_live.html", task=task, events=queries.task_events(task.id))
+    return render_template("_task_live.html", **_task_context(task))
 
 
 @bp.post("/tasks/<int:task_id>/cancel")
@@ -351,7 +358,7 @@ def _action_response(task_id: int, *, notice: str | None = None, error: str | No
     status = 409 if error else 200
     if _is_htmx():
         task = _task_or_404(task_id)
-        html = render_template("_task_live.html", task=task, events=queries.task_events(task_id),
+        html = render_template("_task_live.html", **_task_context(task),
                                notice=notice, action_error=error)
         return make_response(html, status)
     flash(error or notice, "error" if error else "success")

@@ -1,0 +1,155 @@
+"""Attempts of one task, derived from its event log for the task page.
+
+Each `started` event (a claim) opens an attempt. Events that carry the same
+attempt number and come after it belong to that attempt: its log lines, and
+the event that ends it. Attempt numbers can repeat, because a worker that
+stops releases its attempt without counting it, so events are matched to the
+latest attempt with their number, in event order.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from app.tasks import EventKind, TaskStatus
+
+# Events that end an attempt, and how the page names each outcome.
+OUTCOMES = {
+    EventKind.SUCCEEDED: ("Succeeded", TaskStatus.SUCCEEDED),
+    EventKind.RETRY_SCHEDULED: ("Failed, retry scheduled", TaskStatus.RETRYING),
+    EventKind.FAILED: ("Failed", TaskStatus.FAILED),
+    EventKind.CANCELLED: ("Cancelled", TaskStatus.CANCELLED),
+    EventKind.REQUEUED: ("Released, not counted", TaskStatus.PENDING),
+}
+FAILED_OUTCOMES = frozenset({EventKind.RETRY_SCHEDULED, EventKind.FAILED})
+# Outcomes whose event message quotes the error of the attempt.
+ERROR_OUTCOMES = FAILED_OUTCOMES | {EventKind.CANCELLED}
+# Characters of an error's first line that must appear in an outcome message
+# to tie the error to that attempt. Event messages are truncated when long.
+ERROR_MATCH_LENGTH = 200
+
+# Log lines shown per attempt. A handler may log without limit, and the task
+# page re-renders every line on each refresh, so older lines are left to the
+# event log.
+MAX_LOG_LINES = 200
+
+
+@dataclass
+class Attempt:
+    """One claim of a task by a worker, from its `started` event to the event that ended it."""
+
+    sequence: int
+    number: int
+    worker_id: str | None
+    started_at: datetime
+    ended_at: datetime | None = None
+    outcome_kind: EventKind | None = None
+    outcome_message: str = ""
+    lease_expired: bool = False
+    running: bool = False
+    logs: list = field(default_factory=list)
+    log_count: int = 0
+    error: str | None = None
+    traceback: str | None = None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+    @property
+    def outcome(self) -> str:
+        if self.outcome_kind is not None:
+            label = OUTCOMES[self.outcome_kind][0]
+            return f"Worker lost: {label.lower()}" if self.lease_expired else label
+        return "Running" if self.running else "No outcome recorded"
+
+    @property
+    def outcome_status(self) -> str:
+        """Return the status whose colour the outcome takes."""
+        if self.outcome_kind is not None:
+            return OUTCOMES[self.outcome_kind][1].value
+        return TaskStatus.PROCESSING.value if self.running else "UNKNOWN"
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome_kind in FAILED_OUTCOMES or self.error is not None
+
+    @property
+    def hidden_log_count(self) -> int:
+        return self.log_count - len(self.logs)
+
+
+def derive_attempts(task, events) -> tuple[list[Attempt], list[tuple[str, object]]]:
+    """Group a task's events, oldest first, into attempts.
+
+    Return the attempts in the order they started, and the task's history:
+    ("attempt", Attempt) and ("event", TaskEvent) pairs in the order they
+    happened. The events there are those of no attempt, such as submitted, or
+    a person's retry or cancel of a waiting task.
+    """
+    attempts: list[Attempt] = []
+    latest_by_number: dict[int, Attempt] = {}
+    history: list[tuple[str, object]] = []
+
+    for event in events:
+        if event.kind == EventKind.STARTED:
+            attempt = Attempt(sequence=len(attempts) + 1, number=event.attempt,
+                              worker_id=event.worker_id, started_at=event.created_at)
+            attempts.append(attempt)
+            latest_by_number[event.attempt] = attempt
+            history.append(("attempt", attempt))
+            continue
+
+        attempt = latest_by_number.get(event.attempt)
+        if attempt is None or attempt.outcome_kind is not None:
+            history.append(("event", event))
+        elif event.kind == EventKind.LOG:
+            _add_log_line(attempt, event)
+        elif event.kind == EventKind.LEASE_EXPIRED:
+            attempt.lease_expired = True
+        elif event.kind == EventKind.REQUEUED and event.worker_id is None:
+            # A person's retry names no worker, so it cannot end a running attempt.
+            history.append(("event", event))
+        elif event.kind in OUTCOMES:
+            attempt.outcome_kind = EventKind(event.kind)
+            attempt.outcome_message = event.message
+            attempt.ended_at = event.created_at
+        else:
+            history.append(("event", event))
+
+    _mark_running(task, attempts)
+    _attach_last_error(task, attempts)
+    return attempts, history
+
+
+def _add_log_line(attempt: Attempt, event) -> None:
+    attempt.log_count += 1
+    attempt.logs.append(event)
+    if len(attempt.logs) > MAX_LOG_LINES:
+        del attempt.logs[0]
+
+
+def _mark_running(task, attempts: list[Attempt]) -> None:
+    """Mark the latest attempt as running when the task is PROCESSING and it has no outcome."""
+    if task.status == TaskStatus.PROCESSING and attempts:
+        latest = attempts[-1]
+        latest.running = latest.outcome_kind is None and latest.number == task.attempts
+
+
+def _attach_last_error(task, attempts: list[Attempt]) -> None:
+    """Give the task's last error and traceback to the attempt whose outcome event names it.
+
+    The event that ends a failed attempt quotes its error, so the latest
+    failed attempt whose message contains the error's first line is the one
+    it came from. NOTE: the task row keeps only the last traceback, so earlier
+    failed attempts show the error from their event message alone.
+    """
+    if not task.last_error:
+        return
+    first_line = task.last_error.splitlines()[0][:ERROR_MATCH_LENGTH]
+    for attempt in reversed(attempts):
+        if attempt.outcome_kind in ERROR_OUTCOMES and first_line in attempt.outcome_message:
+            attempt.error = task.last_error
+            attempt.traceback = task.last_traceback
+            return
