@@ -77,16 +77,6 @@ class AlreadyDue(TaskError):
             f"task {task_id} is already due; a worker runs it as soon as one is free")
 
 
-class AlreadyStopping(TaskError):
-    """Cancel was asked for a running task that was already asked to stop."""
-
-    def __init__(self, task_id):
-        self.task_id = task_id
-        self.status = TaskStatus.PROCESSING.value
-        super().__init__(
-            f"task {task_id} was already asked to stop; it ends CANCELLED when its handler stops")
-
-
 @dataclass
 class BatchResult:
     """What a bulk action changed and what it skipped, with the reason for each skip.
@@ -167,8 +157,6 @@ def _raise_skip(action: str, task_id: int, reason: str):
         raise TaskNotFound(task_id)
     if reason == REASON_DUE:
         raise AlreadyDue(task_id, task.status)
-    if reason == REASON_STOPPING:
-        raise AlreadyStopping(task_id)
     if reason == REASON_ATTEMPTS:
         raise RetryLimitReached(task_id)
     raise InvalidTransition(task_id, task.status, action.replace("_", " "),

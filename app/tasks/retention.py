@@ -71,8 +71,12 @@ def count_expired(cutoff: datetime, limit: int = listing.COUNT_LIMIT) -> listing
     return listing.bounded_count(_expired(cutoff), limit)
 
 
-def delete_batch(cutoff: datetime, *, batch_size: int = BATCH_SIZE, source: str = "code") -> int:
-    """Delete up to `batch_size` of the oldest finished tasks before `cutoff`; return how many."""
+def delete_batch(cutoff: datetime, *, batch_size: int | None = None, source: str = "code") -> int:
+    """Delete up to `batch_size` (default BATCH_SIZE) of the oldest finished tasks before `cutoff`.
+
+    Return how many were deleted.
+    """
+    batch_size = batch_size or BATCH_SIZE
     with write_transaction() as session:
         # SKIP LOCKED on PostgreSQL: a task a person is acting on right now is
         # left for the next batch instead of waiting on its lock.
@@ -96,12 +100,14 @@ def delete_batch(cutoff: datetime, *, batch_size: int = BATCH_SIZE, source: str 
 
 
 def delete_expired(cutoff: datetime, *, max_batches: int | None = None, source: str = "code",
-                   batch_size: int = BATCH_SIZE, should_stop=None, on_batch=None) -> RetentionResult:
+                   batch_size: int | None = None, should_stop=None,
+                   on_batch=None) -> RetentionResult:
     """Delete finished tasks before `cutoff` batch by batch, until none remain.
 
     Stop early after `max_batches` batches, or when `should_stop()` returns
     True; `on_batch(total_deleted)` is called after each batch.
     """
+    batch_size = batch_size or BATCH_SIZE
     total = 0
     batches = 0
     while max_batches is None or batches < max_batches:

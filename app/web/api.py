@@ -26,7 +26,7 @@ from app.tasks import (
     queue_control,
     worker_registry,
 )
-from app.tasks.actions import AlreadyDue, AlreadyStopping
+from app.tasks.actions import AlreadyDue
 from app.tasks.queue import RetryLimitReached
 from app.tasks.submission import QUEUE_NAME
 
@@ -131,8 +131,7 @@ def _retry_limit_reached(error: RetryLimitReached) -> Response:
 
 
 @bp.errorhandler(AlreadyDue)
-@bp.errorhandler(AlreadyStopping)
-def _nothing_to_do(error: AlreadyDue | AlreadyStopping) -> Response:
+def _already_due(error: AlreadyDue) -> Response:
     return _conflict(error, error.status)
 
 
