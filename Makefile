@@ -58,3 +58,15 @@ bench: postgres
 	echo '*' > $(BENCH_VENV)/.gitignore
 	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e . $(BENCH_PEERS)
 	$(BENCH_VENV)/bin/python -m bench.run
+
+# Page timings on 1,000,000 tasks and 5,000,000 events (docs/benchmarks.md).
+# The first run seeds instance/bench_pages.db and the PostgreSQL database
+# taskboard_bench_pages, a few minutes each; later runs reuse them and only
+# apply new migrations. PAGES_ARGS passes options to bench.pages, for
+# example PAGES_ARGS="--database sqlite --only /tasks".
+PAGES_ARGS ?=
+
+.PHONY: bench-pages
+bench-pages: install postgres
+	$(BIN)/python -m bench.seed_pages
+	$(BIN)/python -m bench.pages $(PAGES_ARGS)

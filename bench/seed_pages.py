@@ -78,6 +78,10 @@ CURRENT_DEPLOY_AGE = 31 * HOUR
 # The newest tasks are sleeps that are still running at the snapshot.
 RUNNING_AT_SNAPSHOT = 8
 
+# Queue depth samples kept: each new sample deletes those older than a day
+# (SAMPLE_RETENTION in app/tasks/stats.py).
+SAMPLE_DAYS = 1
+
 SUBMISSION_SOURCES = (("the JSON API", 0.70), ("code", 0.22), ("the dashboard form", 0.08))
 WORDS = ("invoice customer shipment order report archive export import batch ledger "
          "account refund payment receipt summary monthly weekly daily region warehouse "
@@ -559,14 +563,15 @@ def _event_row(event_id: int, item) -> dict:
 
 
 def queue_samples(shape: Shape) -> Iterator[dict]:
-    """Yield one depth sample per queue and minute over the seeded span.
+    """Yield one depth sample per queue and minute over the last SAMPLE_DAYS.
 
     The waiting counts are drawn, not counted from the tasks: the sampler
     only needs rows of the right number and range for the depth chart.
     """
     rng = random.Random(shape.random_seed + 2)
     paused_at = shape.now - REPORTS_PAUSED_FOR
-    first = shape.start - shape.start % MINUTE + MINUTE
+    first = shape.now - SAMPLE_DAYS * DAY
+    first += MINUTE - first % MINUTE
     per_minute = shape.tasks / (SPAN_DAYS * 24 * 60)
     for moment in range(first, shape.now, MINUTE):
         for queue, share in QUEUES.items():
