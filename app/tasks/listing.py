@@ -143,7 +143,7 @@ class Cursor:
         elif isinstance(self.value, timedelta):
             value = str(self.value // timedelta(microseconds=1))
         else:
-            value = repr(float(self.value))
+            value = str(int(self.value))
         return f"{value}_{self.id}"
 
 
@@ -157,16 +157,16 @@ def decode_cursor(text: str, sort: str, dialect: str) -> Cursor:
         return Cursor(None, task_id)
     try:
         if sort == "duration":
+            # Whole microseconds: an interval on PostgreSQL, a number on SQLite.
+            if not value_text.lstrip("-").isdigit() or len(value_text) > 19:
+                raise ValueError(value_text)
+            value = int(value_text)
             if dialect == "postgresql":
-                value = timedelta(microseconds=int(value_text))
-            else:
-                value = float(value_text)
+                value = timedelta(microseconds=value)
         else:
             value = datetime.strptime(value_text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     except (ValueError, OverflowError):
         raise ValueError("is not a cursor from a page of this list") from None
-    if isinstance(value, float) and value != value:
-        raise ValueError("is not a cursor from a page of this list")
     return Cursor(value, task_id)
 
 
@@ -288,9 +288,13 @@ def _read_phase(filters: TaskFilter, sort: str, descending: bool, cursor: Cursor
 
 def find_tasks(filters: TaskFilter = TaskFilter(), *, sort: str = DEFAULT_SORT,
                descending: bool = True, cursor: Cursor | None = None, limit: int = 50,
-               window: int = SEARCH_WINDOW) -> TaskListPage:
-    """Return one page of tasks that match `filters`, in the order of `sort`, after `cursor`."""
+               window: int | None = None) -> TaskListPage:
+    """Return one page of tasks that match `filters`, in the order of `sort`, after `cursor`.
+
+    A text search reads at most `window` (default SEARCH_WINDOW) tasks.
+    """
     sort_expression(sort)
+    window = window or SEARCH_WINDOW
     limit = max(1, limit)
     has_nulls = sort != "created"
     wanted = limit + 1
@@ -329,8 +333,9 @@ class BoundedCount:
         return f"{self.value:,}" if self.exact else f"{self.value:,}+"
 
 
-def bounded_count(conditions: list, limit: int = COUNT_LIMIT) -> BoundedCount:
-    """Count tasks matching `conditions`, reading at most `limit` + 1 of them."""
+def bounded_count(conditions: list, limit: int | None = None) -> BoundedCount:
+    """Count tasks matching `conditions`, reading at most `limit` (default COUNT_LIMIT) + 1."""
+    limit = COUNT_LIMIT if limit is None else limit
     inner = select(Task.id).where(*conditions).limit(limit + 1).subquery()
     found = db.session.scalar(select(func.count()).select_from(inner))
     if found > limit:
@@ -339,7 +344,7 @@ def bounded_count(conditions: list, limit: int = COUNT_LIMIT) -> BoundedCount:
 
 
 def count_tasks(filters: TaskFilter, *, statuses=None, extra=(),
-                limit: int = COUNT_LIMIT) -> BoundedCount:
+                limit: int | None = None) -> BoundedCount:
     """Count the tasks that match `filters` (search included) and `extra`, in `statuses` only."""
     conditions = filters.all_conditions() + list(extra)
     if statuses is not None:

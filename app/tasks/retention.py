@@ -66,7 +66,7 @@ def _expired(cutoff: datetime) -> list:
     return [Task.finished_at < cutoff, Task.status.in_(_TERMINAL)]
 
 
-def count_expired(cutoff: datetime, limit: int = listing.COUNT_LIMIT) -> listing.BoundedCount:
+def count_expired(cutoff: datetime, limit: int | None = None) -> listing.BoundedCount:
     """Count finished tasks that finished before `cutoff`, reading at most `limit` + 1."""
     return listing.bounded_count(_expired(cutoff), limit)
 
