@@ -15,6 +15,7 @@ from app.extensions import db
 from app.tasks import Param, Task, TaskEvent, TaskStatus, TaskType, queries, queue
 from app.web import CONTENT_SECURITY_POLICY
 from app.web.filters import duration_text, utc_text
+from app.web.pages import LIVE_REFRESH_EVENT
 from conftest import count_rows
 
 HTMX = {"HX-Request": "true"}
@@ -910,3 +911,54 @@ def test_unexpected_error_500_page(app, client):
 def test_duration_text_formats(seconds, text):
     assert duration_text(seconds) == text
 
+
+
+# Page frame: skip link, live control, time zone
+
+
+def test_pages_start_with_skip_link(client):
+    html = html_of(client.get("/"))
+    body = html[html.index("<body"):]
+    first_link = re.search(r"<a [^>]*>[^<]*</a>", body).group(0)
+    assert first_link == '<a class="skip-link" href="#main">Skip to content</a>'
+    assert '<main id="main" class="content" tabindex="-1">' in html
+
+
+def test_pause_control_hidden_without_script(client):
+    html = html_of(client.get("/events"))
+    control = re.search(r'<div class="live-control"[^>]*>', html).group(0)
+    assert " hidden" in control
+    assert '<button type="button" id="live-toggle" aria-describedby="live-state">' in html
+    assert '<span id="live-state" class="live-state" role="status"></span>' in html
+
+
+def test_live_event_matches_script(client):
+    script = client.get("/static/taskboard.js")
+    source = script.get_data(as_text=True)
+    script.close()
+    assert f'var LIVE_EVENT = "{LIVE_REFRESH_EVENT}";' in source
+
+
+def test_pages_send_server_time(client):
+    html = html_of(client.get("/"))
+    meta = re.search(r'<meta name="server-time" content="([^"]+)">', html)
+    assert meta, "no server-time meta element"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", meta.group(1))
+
+
+def test_live_regions_use_refresh_event(client):
+    task = submit()
+    pages = [html_of(client.get("/")), html_of(client.get("/events")),
+             html_of(client.get(f"/tasks/{task.id}"))]
+    for html in pages:
+        triggers = re.findall(r'hx-trigger="([^"]+)"', html)
+        live = [trigger for trigger in triggers if trigger.split(",")[0] == LIVE_REFRESH_EVENT]
+        assert live, "a page without a live region"
+        assert not [trigger for trigger in triggers if "every " in trigger]
+
+
+def test_refresh_interval_floor_100_ms(make_app):
+    app = make_app(REFRESH_INTERVAL=0.0001)
+    html = html_of(app.test_client().get("/"))
+    body = re.search(r"<body[^>]*>", html).group(0)
+    assert 'data-refresh-interval="100"' in body
