@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 WINDOW = timedelta(hours=1)
 SAMPLE_INTERVAL = timedelta(minutes=1)
+# Workers try to sample this often. Several tries a minute keep a minute from
+# being skipped when one try lands just before a minute starts and the next
+# just after it ends; all tries but the first of a minute store nothing.
+SAMPLE_ATTEMPT_INTERVAL = timedelta(seconds=20)
 SAMPLE_RETENTION = timedelta(days=1)
 TIMING_SAMPLE_LIMIT = 5000
 PERCENTILES = (50, 95, 99)
