@@ -15,7 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
 from app.extensions import db
-from app.tasks import PermanentError, TaskCancelled, queue, registry, signals, worker_registry
+from app.tasks import PermanentError, TaskCancelled, queue, registry, signals, stats, worker_registry
 from app.tasks.schedules import schedules
 from app.tasks.errors import InvalidResult, LeaseLost
 from app.tasks.queue import Claim
@@ -161,6 +161,10 @@ class Worker:
         )
         self._scheduler.add_job(
             self._heartbeat, "interval", seconds=self.heartbeat_interval, id="heartbeat"
+        )
+        self._scheduler.add_job(
+            self._sample_queues, "interval", seconds=stats.SAMPLE_ATTEMPT_INTERVAL.total_seconds(),
+            id="queue_samples", next_run_time=datetime.now(UTC),
         )
         signals.task_submitted.connect(self._on_task_submitted, sender=self.app)
         signals.cancel_requested.connect(self._on_cancel_requested, sender=self.app)
@@ -409,6 +413,15 @@ class Worker:
         for claim in claims:
             self._start_attempt(claim)
         return len(claims)
+
+    def _sample_queues(self) -> None:
+        """Store this minute's queue depth sample, unless another worker process already did."""
+        try:
+            with self.app.app_context():
+                stats.record_queue_sample()
+        except Exception as error:
+            log.warning("Worker %s could not store a queue depth sample (%s)", self.id,
+                        _first_line(error), extra={"worker_id": self.id, "event": "sample_failed"})
 
     def _heartbeat(self) -> None:
         with self._lock:
