@@ -31,8 +31,9 @@
  * server's default, and which <details> are open. After the swap it applies
  * each record to the matching element of the new content. Elements match by
  * id. Checkboxes and radios match by name and value (name="task_id"
- * value="42"). Other elements match by their path of tag names and positions
- * below the nearest ancestor with an id, so give ids to what should survive.
+ * value="42"), links by href, and buttons by their form's action and their
+ * text. Other elements match by their path of tag names and positions below
+ * the nearest of those, so give ids to what should survive.
  * An element with data-scroll-end (a log) starts scrolled to its end and
  * follows new lines while the reader stays at the end.
  *
@@ -211,8 +212,29 @@
       .indexOf(element.type) === -1;
   }
 
+  // Return the key that names `element` wherever it sits, or null. Links and
+  // buttons name the task they act on through their URL, so focus stays on
+  // the same task's link when new rows push the table down.
+  function ownKey(element) {
+    if (element.id) {
+      return "#" + element.id;
+    }
+    if (isCheckable(element) && element.name) {
+      return "check:" + element.name + "=" + element.value;
+    }
+    if (element.tagName === "A" && element.getAttribute("href")) {
+      return "link:" + element.getAttribute("href");
+    }
+    if (element.tagName === "BUTTON" && element.form) {
+      return "button:" + element.form.getAttribute("action") + ":" + element.name + "=" +
+        element.value + ":" + element.textContent.trim();
+    }
+    return null;
+  }
+
   // Map every element below `root` (and root itself) to its key, as the
-  // contract at the top of this file describes.
+  // contract at the top of this file describes. A key seen twice gets a
+  // count appended, so that each element keeps a key of its own.
   function indexByKey(root) {
     var index = {};
 
@@ -220,16 +242,13 @@
       var counts = {};
       for (var child = element.firstElementChild; child; child = child.nextElementSibling) {
         counts[child.tagName] = (counts[child.tagName] || 0) + 1;
-        var key;
-        if (child.id) {
-          key = "#" + child.id;
-        } else if (isCheckable(child) && child.name) {
-          key = "check:" + child.name + "=" + child.value;
-        } else {
-          key = parentKey + "/" + child.tagName + counts[child.tagName];
+        var key = ownKey(child) || parentKey + "/" + child.tagName + counts[child.tagName];
+        var unique = key;
+        for (var repeat = 2; index[unique]; repeat++) {
+          unique = key + "~" + repeat;
         }
-        index[key] = child;
-        visit(child, key.indexOf("check:") === 0 ? parentKey : key);
+        index[unique] = child;
+        visit(child, unique);
       }
     }
 
@@ -355,7 +374,7 @@
         try {
           focused.setSelectionRange(state.focus.start, state.focus.end);
         } catch (error) {
-          // The new element may not take a selection; focus alone is enough.
+          // The new element may not take a selection, and focus alone is enough.
         }
       }
     }
