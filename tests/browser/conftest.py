@@ -10,6 +10,7 @@ missing.
 
 import os
 import threading
+import time
 
 import pytest
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -173,6 +174,43 @@ def context(browser, live_server):
     context.set_default_navigation_timeout(TIMEOUT_MS)
     yield context
     context.close()
+
+
+class TaskApi:
+    """Submit tasks and read them through the JSON API, as a script beside the browser would."""
+
+    TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+    def __init__(self, request_context):
+        self._request = request_context
+
+    def submit(self, body: dict) -> int:
+        """Submit one task and return its id."""
+        response = self._request.post("/api/tasks", data=body)
+        assert response.status == 201, response.text()
+        return response.json()["id"]
+
+    def get(self, task_id: int) -> dict:
+        response = self._request.get(f"/api/tasks/{task_id}")
+        assert response.status == 200, response.text()
+        return response.json()
+
+    def wait_until_finished(self, task_ids, timeout: float = TIMEOUT_MS / 1000) -> list[dict]:
+        """Wait until every task is SUCCEEDED, FAILED or CANCELLED, and return them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            tasks = [self.get(task_id) for task_id in task_ids]
+            if all(task["status"] in self.TERMINAL for task in tasks):
+                return tasks
+            if time.monotonic() > deadline:
+                raise AssertionError(f"tasks not finished within {timeout} s: "
+                                     f"{[(task['id'], task['status']) for task in tasks]}")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def api(context):
+    return TaskApi(context.request)
 
 
 @pytest.fixture

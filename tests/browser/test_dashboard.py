@@ -17,13 +17,6 @@ def task_status(page):
     return page.get_by_role("region", name="Status").locator(".status").first
 
 
-def submit_by_api(page, body: dict) -> int:
-    """Submit a task through the JSON API, as a script next to the browser would, and return its id."""
-    response = page.request.post("/api/tasks", data=body)
-    assert response.status == 201, response.text()
-    return response.json()["id"]
-
-
 def mark_document(page) -> None:
     """Tag the current document, so that a later check can tell whether the page reloaded."""
     page.evaluate("window.taskboardTestMark = 'still the same document'")
@@ -129,8 +122,8 @@ def test_submit_without_javascript(browser, live_server):
         context.close()
 
 
-def test_cancel_then_retry_from_task_page(page, problems):
-    task_id = submit_by_api(page, {"type": "sleep", "params": {"seconds": 60}})
+def test_cancel_then_retry_from_task_page(page, problems, api):
+    task_id = api.submit({"type": "sleep", "params": {"seconds": 60}})
     page.goto(f"/tasks/{task_id}")
     mark_document(page)
     status = task_status(page)
@@ -158,9 +151,9 @@ def test_cancel_then_retry_from_task_page(page, problems):
     assert problems.all(ignore_aborted_requests=True) == []
 
 
-def test_cancel_during_refresh_logs_no_error(page, problems):
+def test_cancel_during_refresh_logs_no_error(page, problems, api):
     """A click that aborts a refresh in flight leaves the console clean."""
-    task_id = submit_by_api(page, {"type": "sleep", "params": {"seconds": 60}})
+    task_id = api.submit({"type": "sleep", "params": {"seconds": 60}})
     page.goto(f"/tasks/{task_id}")
     expect(task_status(page)).to_have_text("PROCESSING")
     held_refreshes = []
@@ -188,9 +181,9 @@ def test_cancel_during_refresh_logs_no_error(page, problems):
     assert problems.all() == []
 
 
-def test_failed_task_shows_traceback_and_retries(page, problems):
-    task_id = submit_by_api(page, {"type": "fail", "params": {"message": "disk full"},
-                                   "max_attempts": 1})
+def test_failed_task_shows_traceback_and_retries(page, problems, api):
+    task_id = api.submit({"type": "fail", "params": {"message": "disk full"},
+                         "max_attempts": 1})
     page.goto(f"/tasks/{task_id}")
     status = task_status(page)
 
@@ -218,13 +211,13 @@ def test_task_page_unknown_id_404(page, problems, live_server):
     assert problems.all() == []
 
 
-def test_dashboard_shows_other_clients_tasks(page, problems):
+def test_dashboard_shows_other_clients_tasks(page, problems, api):
     """A task submitted elsewhere appears, and finishes, through the live refresh alone."""
     page.goto("/")
     mark_document(page)
     expect(page.locator("#tasks")).to_contain_text("No tasks yet")
 
-    task_id = submit_by_api(page, {"type": "word_count", "params": {"text": "from the API"}})
+    task_id = api.submit({"type": "word_count", "params": {"text": "from the API"}})
 
     expect(task_row(page, task_id).locator(".status")).to_have_text("SUCCEEDED")
     succeeded_count = page.locator("#status-counts li").filter(has_text="SUCCEEDED")
