@@ -14,7 +14,7 @@ run: install upgrade
 worker: install upgrade
 	$(FLASK) worker
 
-test: install-dev postgres
+test: install-dev postgres chromium
 	$(BIN)/pytest
 
 install: $(VENV)/.installed
@@ -42,6 +42,29 @@ postgres:
 			pg_ctlcluster --skip-systemctl-redirect $(notdir $(PG_VERSION_DIR)) main start || true; \
 		fi; \
 	fi
+
+# Debian's Chromium, which the browser tests (tests/browser) and `make
+# screenshots` drive through Playwright; Playwright's own browser download is
+# never used. Installed when missing and apt-get can run as root. Without it,
+# the browser tests are skipped and say why.
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: chromium screenshots
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+				|| echo "Installing chromium failed; the browser tests will be skipped."; \
+		else \
+			echo "$(CHROMIUM) is missing; install Debian's chromium package as root," \
+				"or the browser tests will be skipped."; \
+		fi; \
+	fi
+
+# Seed a fresh database with sample tasks and save the pages as PNG files in
+# docs/screenshots/, as README.md shows them.
+screenshots: install-dev chromium
+	$(BIN)/python -m scripts.screenshots --chromium $(CHROMIUM) docs/screenshots
 
 clean:
 	rm -rf $(VENV) .pytest_cache
