@@ -73,6 +73,7 @@ def test_axis_ticks_step_is_one_two_or_five():
     (0.012, "12 ms"),
     (1.25, "1.25 s"),
     (185, "3 min 5 s"),
+    (0, "0 s"),
     (None, "–"),
 ])
 def test_seconds_text_formats(seconds, text):
@@ -215,7 +216,7 @@ def test_timing_table_lists_every_type():
     assert len(rows) == 15
     assert columns == ["Type", "Tasks", "Run p50", "Run p95", "Run p99",
                        "Wait p50", "Wait p95", "Wait p99"]
-    assert rows[0] == ["type00", "1", "500 ms", "1.00 s", "2.00 s", "0 µs", "100 ms", "200 ms"]
+    assert rows[0] == ["type00", "1", "500 ms", "1.00 s", "2.00 s", "0 s", "100 ms", "200 ms"]
     drawn = [label.text for label in _parse(run).findall(f"{SVG}text")
              if label.text and label.text.startswith("type")]
     assert len(drawn) == charts.MAX_TYPE_ROWS
@@ -240,3 +241,13 @@ def test_charts_have_no_style_attributes():
     for chart in built:
         for element in _parse(chart).iter():
             assert "style" not in element.attrib, (chart.id, element.tag)
+
+
+@pytest.mark.parametrize(("maximum", "expected"), [
+    (0.3, [0, 0.1, 0.2, 0.30000000000000004]),
+    (7, [0, 2, 4, 6, 8]),
+    (130, [0, 60, 120, 180]),
+    (3000, [0, 900, 1800, 2700, 3600]),
+])
+def test_duration_ticks_use_clock_steps(maximum, expected):
+    assert charts.duration_ticks(maximum) == pytest.approx(expected)

@@ -299,11 +299,11 @@ def test_metrics_page_draws_charts_with_tables(client):
     assert html.count("<svg") == 4
     assert html.count('role="img"') == 4
     assert "Tasks finished per minute, last hour" in html
-    assert "In the last hour 1 tasks succeeded and 0 failed" in html
+    assert "In the last hour 1 task succeeded and 0 failed" in html
     assert "Waiting tasks per queue, last hour" in html
     assert "<summary>Numbers for this chart</summary>" in html
     assert '<th scope="row">noop</th>' in html
-    assert "These come from all 1 tasks that succeeded or failed in the last hour." in html
+    assert "These come from the one task that succeeded or failed in the last hour." in html
 
 
 def test_metrics_page_without_data_says_so(client):

@@ -83,7 +83,7 @@ def test_queue_stats_counts_unfinished_tasks_per_status(app):
     assert queues["mail"].waiting == 2
 
 
-def test_queue_stats_counts_finished_tasks_of_the_window_only(app):
+def test_queue_stats_counts_recent_finished_only(app):
     _run("mail", due=NOW - timedelta(hours=3), wait=1, run=1)
     _run("mail", due=NOW - timedelta(minutes=30), wait=1, run=1)
     _run("mail", due=NOW - timedelta(minutes=20), wait=1, run=1, outcome="fail")
@@ -148,7 +148,7 @@ def test_queue_stats_to_dict_has_counts_and_age(app):
 # finished_per_minute
 
 
-def test_finished_per_minute_has_every_minute_of_the_hour(app):
+def test_finished_per_minute_fills_the_hour(app):
     minutes = stats.finished_per_minute(now=NOW)
 
     assert len(minutes) == 60

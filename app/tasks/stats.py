@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 
 WINDOW = timedelta(hours=1)
 SAMPLE_INTERVAL = timedelta(minutes=1)
-# Workers try to sample this often. Several tries a minute keep a minute from
-# being skipped when one try lands just before a minute starts and the next
-# just after it ends; all tries but the first of a minute store nothing.
+# Workers try to sample this often. With several tries a minute, no minute is
+# skipped when the timer drifts across a minute boundary. Only the first try
+# of each minute stores anything.
 SAMPLE_ATTEMPT_INTERVAL = timedelta(seconds=20)
 SAMPLE_RETENTION = timedelta(days=1)
 TIMING_SAMPLE_LIMIT = 5000
@@ -92,7 +92,7 @@ def percentile(sorted_values: list[float], rank: float) -> float | None:
 class QueueStats:
     """One queue on the queues page.
 
-    `counts` holds every unfinished task by status, and the tasks that
+    `counts` contains every unfinished task by status, and the tasks that
     finished within `window` by status; finished tasks older than that are
     not counted, so the page stays fast however long the history grows.
     """
@@ -182,8 +182,8 @@ def queue_stats(now: datetime | None = None, window: timedelta = WINDOW) -> list
 
 
 def _oldest_due(session, queue_name: str, now: datetime) -> datetime | None:
-    # One index seek per queue: ix_tasks_queue_waiting holds the entries of a
-    # queue in run_at order.
+    # One index seek per queue, because ix_tasks_queue_waiting keeps the
+    # entries of each queue in run_at order.
     return session.scalar(
         select(func.min(Task.run_at)).where(Task.queue == queue_name, IS_WAITING, Task.run_at <= now)
     )
@@ -274,7 +274,7 @@ class TimingReport:
 
     @property
     def truncated(self) -> bool:
-        """True when more tasks finished in the window than the sample holds."""
+        """True when more tasks finished in the window than the sample contains."""
         return self.sample_size >= self.limit
 
     def to_dict(self) -> dict:
@@ -383,8 +383,9 @@ def record_queue_sample(now: datetime | None = None) -> bool:
     session = db.session()
     now = clock(session, now)
     minute = floor_minute(now)
-    taken = session.scalar(select(QueueSample.queue).where(QueueSample.sampled_at == minute).limit(1))
-    if taken is not None:
+    already_sampled = session.scalar(
+        select(QueueSample.queue).where(QueueSample.sampled_at == minute).limit(1))
+    if already_sampled is not None:
         return False
 
     waiting = dict(session.execute(
@@ -482,9 +483,9 @@ def workers_report(stale_after: timedelta, now: datetime | None = None) -> Worke
         .where(Task.status == TaskStatus.PROCESSING.value)
     ).all()
 
-    held: dict[str, list[RunningTask]] = {}
+    running_by_worker: dict[str, list[RunningTask]] = {}
     for row in sorted(rows, key=lambda row: row.id):
-        held.setdefault(row.locked_by, []).append(
+        running_by_worker.setdefault(row.locked_by, []).append(
             RunningTask(id=row.id, type=row.type, queue=row.queue, started_at=row.started_at))
 
     overviews = []
@@ -495,10 +496,10 @@ def workers_report(stale_after: timedelta, now: datetime | None = None) -> Worke
             concurrency=worker.concurrency, started_at=worker.started_at,
             heartbeat_at=worker.heartbeat_at, heartbeat_age_seconds=age,
             gone=now - worker.heartbeat_at > stale_after,
-            tasks=held.pop(worker.id, []),
+            tasks=running_by_worker.pop(worker.id, []),
         ))
     overviews.sort(key=lambda worker: (worker.gone, worker.started_at, worker.id))
-    return WorkersReport(workers=overviews, unregistered=dict(sorted(held.items())))
+    return WorkersReport(workers=overviews, unregistered=dict(sorted(running_by_worker.items())))
 
 
 # Everything the charts show, read at one instant

@@ -31,6 +31,10 @@ MARGIN_BOTTOM = 28
 MAX_SERIES = 8
 MAX_TYPE_ROWS = 12
 TYPE_ROW_HEIGHT = 30
+# The percentile charts sit two side by side, so they are drawn narrower
+# to keep their text about as large as the full-width charts' text.
+PERCENTILE_WIDTH = 480
+PERCENTILE_LABEL_WIDTH = 110
 Y_TICK_TARGET = 4
 
 
@@ -66,10 +70,31 @@ def axis_ticks(maximum: float, *, whole: bool = False, target: int = Y_TICK_TARG
     return [index * step for index in range(count + 1)]
 
 
+# Tick steps of a duration axis from one second up: whole seconds, minutes
+# and hours that a reader adds up at a glance. Below a second, axis_ticks
+# steps by 1, 2 or 5 times a power of 10.
+DURATION_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800,
+                  3600, 7200, 10800, 21600, 43200, 86400)
+
+
+def duration_ticks(maximum: float, *, target: int = Y_TICK_TARGET) -> list[float]:
+    """Return evenly spaced ticks in seconds from 0 that cover `maximum`."""
+    if maximum / target < 1:
+        return axis_ticks(maximum, target=target)
+    raw_step = maximum / target
+    step = next((step for step in DURATION_STEPS if step >= raw_step), None)
+    if step is None:
+        step = math.ceil(raw_step / DURATION_STEPS[-1]) * DURATION_STEPS[-1]
+    count = math.ceil(maximum / step - 1e-9)
+    return [float(index * step) for index in range(count + 1)]
+
+
 def seconds_text(seconds: float | None) -> str:
     """Format a duration for a chart: "850 µs", "12 ms", "1.25 s", "3 min 5 s"."""
     if seconds is None:
         return "–"
+    if seconds == 0:
+        return "0 s"
     if seconds < 0.001:
         return f"{seconds * 1_000_000:.0f} µs"
     if seconds < 1:
@@ -79,6 +104,11 @@ def seconds_text(seconds: float | None) -> str:
 
 def count_text(value: float) -> str:
     return f"{round(value):,}"
+
+
+def counted(count: int, noun: str) -> str:
+    """Return "1 task" or "2,500 tasks": the count with the noun in singular or plural."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
 def minute_text(moment: datetime) -> str:
@@ -93,9 +123,8 @@ def _number(value: float) -> str:
 def _tag(name: str, content=None, **attributes) -> Markup:
     """Render one SVG element; a trailing "_" in an attribute name is dropped and "_" becomes "-".
 
-    Strings are escaped and numbers written as they are. This joins plain
-    strings rather than calling Markup.format per attribute, which took most
-    of the time of a chart with a few hundred elements.
+    Strings are escaped and numbers written as they are. Plain string joins
+    cost far less than Markup.format per attribute in charts of hundreds of elements.
     """
     parts = [f"<{name}"]
     for key, value in attributes.items():
@@ -112,7 +141,8 @@ def _tag(name: str, content=None, **attributes) -> Markup:
     return Markup("".join(parts))
 
 
-def _svg(chart_id: str, title: str, summary: str, height: float, body: list[Markup]) -> Markup:
+def _svg(chart_id: str, title: str, summary: str, height: float, body: list[Markup], *,
+         width: int = WIDTH) -> Markup:
     return _tag(
         "svg",
         Markup("".join([
@@ -121,7 +151,7 @@ def _svg(chart_id: str, title: str, summary: str, height: float, body: list[Mark
             *body,
         ])),
         xmlns="http://www.w3.org/2000/svg",
-        viewBox=f"0 0 {WIDTH} {_number(height)}",
+        viewBox=f"0 0 {width} {_number(height)}",
         class_="chart-svg",
         role="img",
         aria_labelledby=f"{chart_id}-title",
@@ -191,7 +221,7 @@ def _finished_summary(minutes: list[MinuteCount], succeeded: int, failed: int) -
         return "No task succeeded or failed in the last hour."
     busiest = max(minutes, key=lambda minute: minute.succeeded + minute.failed)
     share = failed / (succeeded + failed) * 100
-    return (f"In the last hour {succeeded:,} tasks succeeded and {failed:,} failed "
+    return (f"In the last hour {counted(succeeded, 'task')} succeeded and {failed:,} failed "
             f"({share:.1f}% failed). The busiest minute was {minute_text(busiest.minute)}, "
             f"with {busiest.succeeded + busiest.failed:,} finished.")
 
@@ -277,7 +307,7 @@ def _depth_summary(depth: QueueDepth, drawn: list[str]) -> str:
     peak_name = max(drawn, key=lambda name: max(depth.waiting[name]))
     peak_values = depth.waiting[peak_name]
     peak_at = depth.minutes[peak_values.index(max(peak_values))]
-    return (f"{len(depth.minutes)} samples. Waiting at {minute_text(latest)}: {now_parts}. "
+    return (f"{counted(len(depth.minutes), 'sample')}. Waiting at {minute_text(latest)}: {now_parts}. "
             f"The highest was {peak_name}, with {max(peak_values):,} at {minute_text(peak_at)}.")
 
 
@@ -286,11 +316,11 @@ def _depth_summary(depth: QueueDepth, drawn: list[str]) -> str:
 
 def timing_charts(report: TimingReport) -> tuple[Chart, Chart]:
     """Build horizontal bars of the p50, p95 and p99 run time and wait time of each task type."""
-    shown = sorted(report.types, key=lambda timings: (-timings.count, timings.type))[:MAX_TYPE_ROWS]
-    shown.sort(key=lambda timings: timings.type)
-    run = _percentile_chart("chart-run-time", "Run time per task type", shown,
+    drawn = sorted(report.types, key=lambda timings: (-timings.count, timings.type))[:MAX_TYPE_ROWS]
+    drawn.sort(key=lambda timings: timings.type)
+    run = _percentile_chart("chart-run-time", "Run time per task type", drawn,
                             lambda timings: timings.run_seconds, report)
-    wait = _percentile_chart("chart-wait-time", "Wait time per task type", shown,
+    wait = _percentile_chart("chart-wait-time", "Wait time per task type", drawn,
                              lambda timings: timings.wait_seconds, report)
     return run, wait
 
@@ -306,23 +336,24 @@ def timing_table(report: TimingReport) -> tuple[list[str], list[list[str]]]:
     return columns, rows
 
 
-def _percentile_chart(chart_id: str, title: str, shown, values_of, report: TimingReport) -> Chart:
-    label_width = 150
-    left, right = label_width, WIDTH - MARGIN_RIGHT
-    height = MARGIN_TOP + max(1, len(shown)) * TYPE_ROW_HEIGHT + MARGIN_BOTTOM
+def _percentile_chart(chart_id: str, title: str, drawn, values_of, report: TimingReport) -> Chart:
+    left, right = PERCENTILE_LABEL_WIDTH, PERCENTILE_WIDTH - MARGIN_RIGHT
+    height = MARGIN_TOP + max(1, len(drawn)) * TYPE_ROW_HEIGHT + MARGIN_BOTTOM
     bottom = height - MARGIN_BOTTOM
-    ticks = axis_ticks(max((values_of(t)[PERCENTILES[-1]] for t in shown), default=0))
+    ticks = duration_ticks(max((values_of(t)[PERCENTILES[-1]] for t in drawn), default=0))
     scale = (right - left) / ticks[-1]
 
     body = []
-    for tick in ticks:
+    for index, tick in enumerate(ticks):
         x = left + tick * scale
         body.append(_tag("line", x1=x, x2=x, y1=float(MARGIN_TOP), y2=float(bottom),
                          class_="chart-grid"))
+        # The last label ends at its grid line, so that it stays inside the chart.
+        anchor = "end" if index == len(ticks) - 1 else "middle"
         body.append(_tag("text", seconds_text(tick), x=x, y=float(height - 8),
-                         class_="chart-label", text_anchor="middle"))
+                         class_="chart-label", text_anchor=anchor))
     bar_height = (TYPE_ROW_HEIGHT - 6) / len(PERCENTILES)
-    for row, timings in enumerate(shown):
+    for row, timings in enumerate(drawn):
         y = MARGIN_TOP + row * TYPE_ROW_HEIGHT + 3
         body.append(_tag("text", _shorten(timings.type), x=float(left - 8),
                          y=y + TYPE_ROW_HEIGHT / 2 + 1, class_="chart-label", text_anchor="end"))
@@ -333,19 +364,20 @@ def _percentile_chart(chart_id: str, title: str, shown, values_of, report: Timin
                 x=float(left), y=y + index * bar_height, width=max(0.5, value * scale),
                 height=bar_height - 1, class_=f"chart-bar-p{rank}"))
 
-    if shown:
-        slowest = max(shown, key=lambda timings: values_of(timings)[PERCENTILES[-1]])
-        summary = (f"Over {report.sample_size:,} tasks that finished in the last hour, "
+    if drawn:
+        slowest = max(drawn, key=lambda timings: values_of(timings)[PERCENTILES[-1]])
+        summary = (f"Over {counted(report.sample_size, 'task')} that finished in the last hour, "
                    f"{slowest.type} has the highest p{PERCENTILES[-1]}: "
                    f"{seconds_text(values_of(slowest)[PERCENTILES[-1]])}.")
     else:
         summary = "No task succeeded or failed in the last hour."
     return Chart(
-        id=chart_id, title=title, svg=_svg(chart_id, title, summary, height, body),
+        id=chart_id, title=title,
+        svg=_svg(chart_id, title, summary, height, body, width=PERCENTILE_WIDTH),
         summary=summary, columns=[], rows=[],
         legend=[(f"chart-key-p{rank}", f"p{rank}") for rank in PERCENTILES],
     )
 
 
-def _shorten(text: str, limit: int = 22) -> str:
+def _shorten(text: str, limit: int = 16) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"

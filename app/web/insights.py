@@ -73,8 +73,8 @@ def _change_queue(action: str):
     except ValidationError as error:
         log.info("Queues page %s of queue %r rejected: %s", action, name[:MAX_QUEUE_NAME_LENGTH],
                  error, extra={"queue": name[:MAX_QUEUE_NAME_LENGTH], "event": f"{action}_rejected"})
-        shown = name if len(name) <= MAX_QUEUE_NAME_LENGTH else name[:MAX_QUEUE_NAME_LENGTH] + "…"
-        message = (f"Cannot {action} queue {shown!r}: the queue name "
+        quoted = name if len(name) <= MAX_QUEUE_NAME_LENGTH else name[:MAX_QUEUE_NAME_LENGTH] + "…"
+        message = (f"Cannot {action} queue {quoted!r}: the queue name "
                    f"{error.fields.get('queue', 'is invalid')}.") if name else (
                    f"Cannot {action} a queue: the queue name is missing. Enter the name of a queue.")
         return _queue_response(name, error=message)
