@@ -12,7 +12,7 @@ from html import unescape
 from app.extensions import db
 from app.tasks import Task, queries, queue
 from app.tasks.timeutil import utcnow
-from app.web.attempts import MAX_LOG_LINES, derive_attempts
+from app.web.attempts import MAX_LOG_LINES, derive_attempts, load_attempts
 from conftest import wait_for
 
 HTMX = {"HX-Request": "true"}
@@ -34,7 +34,7 @@ def claim(worker=WORKER):
 def attempts_of(task_id):
     db.session.rollback()
     task = db.session.get(Task, task_id, populate_existing=True)
-    return derive_attempts(task, queries.task_events(task_id))
+    return load_attempts(task)
 
 
 def page(client, task_id) -> str:
@@ -185,6 +185,42 @@ def test_log_lines_capped_per_attempt(app):
     assert len(attempt.logs) == MAX_LOG_LINES
     assert attempt.logs[0].message == "line 5"
     assert attempt.hidden_log_count == 5
+
+
+def test_load_matches_derive_from_all_events(app):
+    task = submit(max_attempts=3)
+    first = claim()
+    queue.write_log(task.id, "first", attempt=1, worker_id=WORKER)
+    queue.fail(first, "ValueError: bad input")
+    queue.write_log(task.id, "from code, no attempt")
+    second = claim()
+    queue.write_log(task.id, "second", attempt=2, worker_id=WORKER)
+    queue.succeed(second, None)
+    loaded_attempts, loaded_history = attempts_of(task.id)
+    task = db.session.get(Task, task.id)
+    all_attempts, all_history = derive_attempts(task, queries.task_events(task.id))
+    assert [(a.number, a.outcome, [line.message for line in a.logs]) for a in loaded_attempts] == \
+        [(a.number, a.outcome, [line.message for line in a.logs]) for a in all_attempts]
+    assert [entry.id if kind == "event" else entry.sequence for kind, entry in loaded_history] == \
+        [entry.id if kind == "event" else entry.sequence for kind, entry in all_history]
+
+
+def test_load_counts_unread_log_lines(app):
+    task = submit(max_attempts=2)
+    first = claim()
+    for number in range(MAX_LOG_LINES + 30):
+        queue.write_log(task.id, f"first {number}", attempt=1, worker_id=WORKER)
+    queue.fail(first, "ValueError: bad input")
+    second = claim()
+    queue.write_log(task.id, "second 0", attempt=2, worker_id=WORKER)
+    queue.succeed(second, None)
+    attempts, _ = attempts_of(task.id)
+    assert attempts[0].log_count == MAX_LOG_LINES + 30
+    assert attempts[0].hidden_log_count == 30
+    assert attempts[0].logs[0].message == "first 30"
+    assert attempts[0].logs[-1].message == f"first {MAX_LOG_LINES + 29}"
+    assert attempts[1].log_count == 1
+    assert attempts[1].hidden_log_count == 0
 
 
 # The page

@@ -10,7 +10,10 @@ latest attempt with their number, in event order.
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from app.tasks import EventKind, TaskStatus
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.tasks import EventKind, TaskEvent, TaskStatus
 
 # Events that end an attempt, and how the page names each outcome.
 OUTCOMES = {
@@ -28,8 +31,8 @@ ERROR_OUTCOMES = FAILED_OUTCOMES | {EventKind.CANCELLED}
 ERROR_MATCH_LENGTH = 200
 
 # Log lines shown per attempt. A handler may log without limit, and the task
-# page re-renders every line on each refresh, so older lines are left to the
-# event log.
+# page reads and renders its lines on each refresh, so older lines are left
+# to the event log.
 MAX_LOG_LINES = 200
 
 
@@ -47,7 +50,7 @@ class Attempt:
     lease_expired: bool = False
     running: bool = False
     logs: list = field(default_factory=list)
-    log_count: int = 0
+    hidden_log_count: int = 0
     error: str | None = None
     traceback: str | None = None
 
@@ -76,17 +79,43 @@ class Attempt:
         return self.outcome_kind in FAILED_OUTCOMES or self.error is not None
 
     @property
-    def hidden_log_count(self) -> int:
-        return self.log_count - len(self.logs)
+    def log_count(self) -> int:
+        return len(self.logs) + self.hidden_log_count
 
 
-def derive_attempts(task, events) -> tuple[list[Attempt], list[tuple[str, object]]]:
+def load_attempts(task) -> tuple[list[Attempt], list[tuple[str, object]]]:
+    """Read a task's events and group them into attempts, as derive_attempts does.
+
+    Every event that is not a log line is read, but only the newest
+    MAX_LOG_LINES log lines of each attempt number, so that a refresh costs
+    the same however much a handler logged.
+    """
+    is_log = (TaskEvent.task_id == task.id) & (TaskEvent.kind == EventKind.LOG.value)
+    totals = dict(db.session.execute(
+        select(TaskEvent.attempt, func.count()).where(is_log).group_by(TaskEvent.attempt)
+    ).all())
+
+    events = list(db.session.scalars(
+        select(TaskEvent).where(TaskEvent.task_id == task.id,
+                                TaskEvent.kind != EventKind.LOG.value)))
+    for number in totals:
+        events.extend(db.session.scalars(
+            select(TaskEvent).where(is_log, TaskEvent.attempt == number)
+            .order_by(TaskEvent.id.desc()).limit(MAX_LOG_LINES)))
+    events.sort(key=lambda event: event.id)
+    return derive_attempts(task, events, log_totals=totals)
+
+
+def derive_attempts(task, events, log_totals: dict[int, int] | None = None
+                    ) -> tuple[list[Attempt], list[tuple[str, object]]]:
     """Group a task's events, oldest first, into attempts.
 
     Return the attempts in the order they started, and the task's history:
     ("attempt", Attempt) and ("event", TaskEvent) pairs in the order they
     happened. The events there are those of no attempt, such as submitted, or
-    a person's retry or cancel of a waiting task.
+    a person's retry or cancel of a waiting task. `log_totals` gives the
+    number of log lines per attempt number when `events` holds only the
+    newest of them, so that each attempt can say how many it left out.
     """
     attempts: list[Attempt] = []
     latest_by_number: dict[int, Attempt] = {}
@@ -120,14 +149,36 @@ def derive_attempts(task, events) -> tuple[list[Attempt], list[tuple[str, object
 
     _mark_running(task, attempts)
     _attach_last_error(task, attempts)
+    if log_totals:
+        _count_unread_log_lines(events, attempts, log_totals)
     return attempts, history
 
 
 def _add_log_line(attempt: Attempt, event) -> None:
-    attempt.log_count += 1
     attempt.logs.append(event)
     if len(attempt.logs) > MAX_LOG_LINES:
         del attempt.logs[0]
+        attempt.hidden_log_count += 1
+
+
+def _count_unread_log_lines(events, attempts: list[Attempt], log_totals: dict[int, int]) -> None:
+    """Add the log lines that were not read to the first attempt with their number.
+
+    The lines left unread are the oldest of their attempt number. NOTE: when a
+    released attempt and its rerun share a number, all of them are counted
+    against the first, even those that the rerun wrote.
+    """
+    read = {}
+    for event in events:
+        if event.kind == EventKind.LOG:
+            read[event.attempt] = read.get(event.attempt, 0) + 1
+    first_by_number = {}
+    for attempt in attempts:
+        first_by_number.setdefault(attempt.number, attempt)
+    for number, total in log_totals.items():
+        unread = total - read.get(number, 0)
+        if unread > 0 and number in first_by_number:
+            first_by_number[number].hidden_log_count += unread
 
 
 def _mark_running(task, attempts: list[Attempt]) -> None:

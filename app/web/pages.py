@@ -29,7 +29,7 @@ from app.tasks import registry as task_registry
 from app.tasks.queue import RetryLimitReached
 
 from . import filters
-from .attempts import derive_attempts
+from .attempts import load_attempts
 from .forms import build_submission_form, field_attributes, type_defaults
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ def _task_or_404(task_id: int):
 
 def _task_context(task) -> dict:
     """Return what the task page shows: the task, its attempts and its history."""
-    task_attempts, history = derive_attempts(task, queries.task_events(task.id))
+    task_attempts, history = load_attempts(task)
     return {"task": task, "attempts": task_attempts, "history": history}
 
 
