@@ -134,17 +134,6 @@ def test_queue_stats_lists_queue_seen_in_recent_samples(app):
     assert "nightly" in _by_name(stats.queue_stats(now=NOW))
 
 
-def test_queue_stats_to_dict_has_counts_and_age(app):
-    _submit("mail", at=NOW - timedelta(seconds=90))
-
-    data = stats.queue_stats(now=NOW)[0].to_dict()
-
-    assert data["name"] == "mail"
-    assert data["counts"]["PENDING"] == 1
-    assert data["oldest_wait_seconds"] == 90
-    assert data["finished_window_seconds"] == 3600
-
-
 # finished_per_minute
 
 

@@ -109,19 +109,6 @@ class QueueStats:
     def waiting(self) -> int:
         return sum(self.counts[status] for status in WAITING_STATUSES)
 
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "paused": self.paused,
-            "concurrency_limit": self.concurrency_limit,
-            "counts": self.counts,
-            "finished_window_seconds": int(self.window.total_seconds()),
-            "oldest_due_at": None if self.oldest_due_at is None else self.oldest_due_at.isoformat(),
-            "oldest_wait_seconds": (
-                None if self.oldest_wait_seconds is None else round(self.oldest_wait_seconds, 3)
-            ),
-        }
-
 
 def _empty_counts() -> dict[str, int]:
     return {status.value: 0 for status in TaskStatus}
@@ -255,14 +242,6 @@ class TypeTimings:
     run_seconds: dict[int, float]
     wait_seconds: dict[int, float]
 
-    def to_dict(self) -> dict:
-        return {
-            "type": self.type,
-            "count": self.count,
-            "run_seconds": {f"p{rank}": round(value, 4) for rank, value in self.run_seconds.items()},
-            "wait_seconds": {f"p{rank}": round(value, 4) for rank, value in self.wait_seconds.items()},
-        }
-
 
 @dataclass(frozen=True)
 class TimingReport:
@@ -274,18 +253,8 @@ class TimingReport:
 
     @property
     def truncated(self) -> bool:
-        """True when more tasks finished in the window than the sample contains."""
+        """True when the sample reached its limit, so older tasks of the window may be left out."""
         return self.sample_size >= self.limit
-
-    def to_dict(self) -> dict:
-        return {
-            "since": self.since.isoformat(),
-            "until": self.until.isoformat(),
-            "sample_size": self.sample_size,
-            "limit": self.limit,
-            "truncated": self.truncated,
-            "types": [timings.to_dict() for timings in self.types],
-        }
 
 
 def _seconds_between(session, start, end):
