@@ -1,0 +1,197 @@
+"""Every page in Chromium: no console errors or CSP violations, keyboard access, paced refresh."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+# Every page a person reaches from the navigation, and the pages of the
+# failed, finished and running tasks that seed_mixed_tasks submits.
+PAGES = ["/", "/tasks", "/tasks/1", "/tasks/2", "/tasks/3", "/events", "/queues", "/workers",
+         "/metrics"]
+
+LIVE_REGIONS = '[hx-trigger*="live-refresh"]'
+
+
+def seed_mixed_tasks(api) -> None:
+    """Submit a failed task with a traceback, a finished one and a running one, in two queues."""
+    failing = api.submit({"type": "fail", "params": {"message": "quota exceeded"},
+                          "max_attempts": 1, "queue": "reports"})
+    finished = api.submit({"type": "word_count", "params": {"text": "one two"}})
+    api.wait_until_finished([failing, finished])
+    api.submit({"type": "sleep", "params": {"seconds": 30}, "queue": "reports"})
+
+
+def wait_for_one_refresh(page) -> None:
+    """Wait until a live region's refresh has come back, when the page has live regions."""
+    if page.locator(LIVE_REGIONS).count() == 0:
+        return
+    with page.expect_response(lambda response: "/partials/" in response.url) as response_info:
+        pass
+    assert response_info.value.ok, f"{response_info.value.url} returned {response_info.value.status}"
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_page_logs_no_errors(page, problems, api, path):
+    seed_mixed_tasks(api)
+
+    response = page.goto(path)
+
+    assert response.status == 200, f"{path} returned {response.status}"
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    wait_for_one_refresh(page)
+    assert problems.failed_loads == []
+    assert problems.all() == []
+
+
+def test_csp_violation_is_detected(page, problems):
+    """The CSP listener works: an inline script that the policy blocks is reported."""
+    page.goto("/events")
+
+    page.evaluate("""() => {
+        const script = document.createElement("script");
+        script.textContent = "window.inlineScriptRan = true";
+        document.body.append(script);
+    }""")
+
+    expect(page.locator("body")).to_be_visible()
+    assert page.evaluate("window.inlineScriptRan === undefined")
+    page.wait_for_function("true")  # one round trip, so the reported violation has arrived
+    assert len(problems.csp_violations) == 1
+    assert problems.csp_violations[0].startswith("script-src")
+
+
+def focused_names(page, max_presses: int = 120) -> list[str]:
+    """Press Tab until focus leaves the page, and return each focused control as 'tag: label'.
+
+    Every control that takes focus must have an accessible name; the test
+    fails at the first one without.
+    """
+    names = []
+    for _ in range(max_presses):
+        page.keyboard.press("Tab")
+        focused = page.locator("*:focus")
+        if focused.count() == 0:
+            break
+        description = focused.evaluate(
+            "element => element.tagName.toLowerCase()"
+            " + (element.type ? '[' + element.type + ']' : '')"
+            " + (element.id ? '#' + element.id : '')")
+        expect(focused, f"{description} has no accessible name").to_have_accessible_name(
+            re.compile(r"\S"))
+        # A short label for the report: the tag and its visible or ARIA label.
+        entry = focused.evaluate("""element => {
+            const label = element.getAttribute("aria-label")
+                || (element.labels && element.labels.length ? element.labels[0].innerText : "")
+                || element.innerText || "";
+            return element.tagName.toLowerCase() + ": " + label.replace(/\\s+/g, " ").trim();
+        }""")
+        names.append(entry)
+    return names
+
+
+def test_dashboard_keyboard_reaches_controls(page, problems):
+    page.goto("/")
+
+    names = focused_names(page)
+
+    joined = "\n".join(names)
+    for expected in ["a: Skip to content", "a: Dashboard", "a: Tasks", "a: Events",
+                     "button: Pause live updates", "select: Task type", "textarea: Text",
+                     "input: Priority", "button: Submit task"]:
+        assert expected in joined, f"{expected!r} not reached with Tab; reached:\n{joined}"
+    assert problems.all() == []
+
+
+def test_tasks_page_keyboard_reaches_controls(page, problems, api):
+    task_id = api.submit({"type": "noop"})
+    api.wait_until_finished([task_id])
+    page.goto("/tasks")
+
+    names = focused_names(page)
+
+    joined = "\n".join(names)
+    for expected in ["input: Search", "select: Status", "button: Show tasks",
+                     f"input: Tick task {task_id}", "select: Action",
+                     "button: Apply to ticked tasks", f"a: #{task_id}"]:
+        assert expected in joined, f"{expected!r} not reached with Tab; reached:\n{joined}"
+    assert problems.all() == []
+
+
+def test_skip_link_moves_focus_to_main(page, problems):
+    page.goto("/events")
+
+    page.keyboard.press("Tab")
+    expect(page.locator("*:focus")).to_have_text("Skip to content")
+    page.keyboard.press("Enter")
+
+    expect(page.locator("main")).to_be_focused()
+    assert problems.all() == []
+
+
+def count_live_requests(page) -> None:
+    """Count the requests htmx starts from now on in window.liveRequests."""
+    page.evaluate("""() => {
+        window.liveRequests = 0;
+        document.addEventListener("htmx:beforeRequest", () => { window.liveRequests += 1; });
+    }""")
+
+
+def set_visibility(page, state: str) -> None:
+    """Make the document report `state` ("hidden" or "visible") and announce the change."""
+    page.evaluate("""(state) => {
+        Object.defineProperty(document, "visibilityState", {value: state, configurable: true});
+        Object.defineProperty(document, "hidden", {value: state === "hidden", configurable: true});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""", state)
+
+
+def test_refresh_pauses_while_hidden(page, problems):
+    # The page's timers run on Playwright's clock, so the test moves time
+    # forward itself and never waits for real intervals.
+    page.clock.install()
+    page.goto("/tasks")
+    page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+    interval = int(page.locator("body").get_attribute("data-refresh-interval"))
+    count_live_requests(page)
+
+    page.clock.run_for(interval * 3)
+    requests_visible = page.evaluate("window.liveRequests")
+    assert requests_visible >= 1
+
+    set_visibility(page, "hidden")
+    page.evaluate("window.liveRequests = 0")
+    page.clock.run_for(interval * 10)
+    assert page.evaluate("window.liveRequests") == 0
+
+    # Back in view, the skipped refresh is made up at once.
+    set_visibility(page, "visible")
+    assert page.evaluate("window.liveRequests") == 1
+    assert problems.all() == []
+
+
+def test_pause_button_stops_refresh(page, problems):
+    page.clock.install()
+    page.goto("/tasks")
+    page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+    interval = int(page.locator("body").get_attribute("data-refresh-interval"))
+    count_live_requests(page)
+    toggle = page.get_by_role("button", name="Pause live updates")
+
+    toggle.click()
+
+    expect(page.get_by_role("button", name="Resume live updates")).to_be_visible()
+    expect(page.locator("#live-state")).to_have_text("Live updates paused.")
+    page.clock.run_for(interval * 10)
+    assert page.evaluate("window.liveRequests") == 0
+
+    # The choice holds on the next page, until the reader resumes.
+    page.goto("/")
+    expect(page.get_by_role("button", name="Resume live updates")).to_be_visible()
+    count_live_requests(page)
+    page.get_by_role("button", name="Resume live updates").click()
+    expect(page.get_by_role("button", name="Pause live updates")).to_be_visible()
+    assert page.evaluate("window.liveRequests") >= 1
+    assert problems.all() == []
