@@ -113,6 +113,8 @@ class Task(db.Model):
         Index("ix_tasks_status_created_at", "status", "created_at", "id"),
         Index("ix_tasks_type_created_at", "type", "created_at", "id"),
         Index("ix_tasks_queue_created_at", "queue", "created_at", "id"),
+        # The dashboard table and GET /api/tasks: a status filter, newest id first.
+        Index("ix_tasks_status_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
