@@ -40,6 +40,7 @@ from bench.seed_pages import (
     current_revision,
     database_exists,
     head_revision,
+    index_differences,
     row_counts,
 )
 
@@ -289,32 +290,54 @@ def plan_requests(app, sample: Sample, only: str | None) -> list[tuple[str, Page
 
 
 class StatementRecorder:
-    """Record the SQL statements an engine runs, with their durations, while switched on."""
+    """Record the SELECT statements a request runs, then time and explain each one alone.
+
+    The times that SQLAlchemy's cursor events see leave out fetching, and
+    SQLite does most of its work while rows are fetched. So each recorded
+    statement runs again on its own connection, rows fetched, to time it.
+    """
 
     def __init__(self, engine):
+        self.engine = engine
         self.recording = False
-        self.statements: list[tuple[float, str]] = []
-        self._started: list[float] = []
+        self.captured: list[tuple[str, object]] = []
         event.listen(engine, "before_cursor_execute", self._before)
-        event.listen(engine, "after_cursor_execute", self._after)
 
     def _before(self, connection, cursor, statement, parameters, context, executemany):
-        if self.recording:
-            self._started.append(time.perf_counter())
+        if self.recording and statement.lstrip().upper().startswith("SELECT"):
+            self.captured.append((statement, parameters))
 
-    def _after(self, connection, cursor, statement, parameters, context, executemany):
-        if self.recording and self._started:
-            elapsed = (time.perf_counter() - self._started.pop()) * 1000
-            self.statements.append((elapsed, " ".join(statement.split())))
-
-    def record(self, client, page_request: PageRequest) -> list[tuple[float, str]]:
-        """Send one request and return its statements, slowest first."""
-        self.statements, self.recording = [], True
+    def record(self, client, page_request: PageRequest) -> list[dict]:
+        """Send one request; return its statements with their times alone, slowest first."""
+        self.captured, self.recording = [], True
         try:
             client.get(page_request.url, headers=page_request.headers())
         finally:
             self.recording = False
-        return sorted(self.statements, reverse=True)
+        timed = []
+        with self.engine.connect() as connection:
+            for statement, parameters in self.captured:
+                started = time.perf_counter()
+                connection.exec_driver_sql(statement, parameters).fetchall()
+                elapsed = (time.perf_counter() - started) * 1000
+                timed.append({"ms": round(elapsed, 2), "sql": statement, "parameters": parameters})
+        return sorted(timed, key=lambda item: item["ms"], reverse=True)
+
+    def explain(self, statement: str, parameters) -> str:
+        """Return the plan of one statement: EXPLAIN ANALYZE on PostgreSQL, EXPLAIN QUERY PLAN on SQLite."""
+        with self.engine.connect() as connection:
+            if self.engine.dialect.name == "postgresql":
+                rows = connection.exec_driver_sql(
+                    "EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters).fetchall()
+                return "\n".join(row[0] for row in rows)
+            rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
+                                              parameters).fetchall()
+        depth = {0: -1}
+        lines = []
+        for node, parent, _, detail in rows:
+            depth[node] = depth.get(parent, -1) + 1
+            lines.append("  " * depth[node] + detail)
+        return "\n".join(lines)
 
 
 def time_request(client, page_request: PageRequest, *, warmup: int, requests: int) -> dict:
@@ -341,6 +364,17 @@ def time_request(client, page_request: PageRequest, *, warmup: int, requests: in
     }
 
 
+def _json_safe(parameters):
+    """Return statement parameters as JSON can store them: times and other objects as text."""
+    if isinstance(parameters, dict):
+        return {name: _json_safe(value) for name, value in parameters.items()}
+    if isinstance(parameters, (list, tuple)):
+        return [_json_safe(value) for value in parameters]
+    if parameters is None or isinstance(parameters, (str, int, float, bool)):
+        return parameters
+    return str(parameters)
+
+
 def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
@@ -354,6 +388,12 @@ def check_database(kind: str, app) -> dict[str, int]:
     if revision != head:
         raise SystemExit(f"error: {kind}: the database is at migration {revision}, not {head}; "
                          f"run python -m bench.seed_pages --database {kind} --upgrade")
+    differences = index_differences(kind)
+    if differences:
+        raise SystemExit(
+            f"error: {kind}: these indexes differ from the ones the migrations create today: "
+            f"{', '.join(differences)}; run python -m bench.seed_pages --database {kind} "
+            "--rebuild-indexes")
     counts = row_counts(kind)
     if counts.get("tasks", 0) == 0:
         raise SystemExit(f"error: {kind}: the database has no tasks; "
@@ -380,6 +420,12 @@ def measure(kind: str, *, requests: int, warmup: int, only: str | None) -> dict:
     for route, page_request in planned:
         timing = time_request(client, page_request, warmup=warmup, requests=requests)
         statements = recorder.record(client, page_request)
+        slowest = [{"ms": item["ms"], "sql": " ".join(item["sql"].split()),
+                    "parameters": _json_safe(item["parameters"])}
+                   for item in statements[:SLOW_STATEMENTS_KEPT]]
+        if statements and timing["median_ms"] >= TARGET_MEDIAN_MS:
+            slowest[0]["plan"] = recorder.explain(statements[0]["sql"],
+                                                  statements[0]["parameters"])
         result = {
             "route": route,
             "label": page_request.label,
@@ -387,8 +433,7 @@ def measure(kind: str, *, requests: int, warmup: int, only: str | None) -> dict:
             "htmx": page_request.htmx,
             **timing,
             "statements": len(statements),
-            "slowest_statements": [{"ms": round(ms, 2), "sql": sql}
-                                   for ms, sql in statements[:SLOW_STATEMENTS_KEPT]],
+            "slowest_statements": slowest,
         }
         results.append(result)
         flag = "" if timing["statuses"] == [200] else f"  status {timing['statuses']}"
@@ -526,9 +571,17 @@ def slow_statements(report: dict) -> str:
                 continue
             slowest = result["slowest_statements"][0]
             lines.append(f"- {kind}, `{result['url']}`: {result['median_ms']:.0f} ms median, "
-                         f"{result['statements']} statements; the slowest took "
-                         f"{slowest['ms']:.0f} ms: `{slowest['sql'][:300]}`")
+                         f"{result['statements']} SELECT statements; the slowest takes "
+                         f"{slowest['ms']:.0f} ms alone: `{_shorten(slowest['sql'])}`")
     return "\n".join(lines)
+
+
+def _shorten(sql: str) -> str:
+    """Replace a long select list by "...", keeping FROM, WHERE and ORDER BY readable."""
+    head, separator, rest = sql.partition(" FROM ")
+    if separator and len(head) > 80:
+        head = head[:60] + " ..."
+    return (head + separator + rest)[:400]
 
 
 def markdown(report: dict) -> str:

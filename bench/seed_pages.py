@@ -24,8 +24,10 @@ import json
 import math
 import os
 import random
+import re
 import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -518,8 +520,8 @@ def generate(shape: Shape, lifecycle_events: int, windows: int) -> Iterator[tupl
     """Yield ("task", row) and ("event", row) in the order they can be inserted.
 
     Tasks come in id order. Events get ids in time order: an event is
-    yielded once no task still to come can have an earlier one, which holds
-    because no event of a task precedes its created_at. The extra log lines
+    yielded once no task still to come can have an earlier one. No event of
+    a task precedes its created_at, so the next task's created_at is that bound. The extra log lines
     share out exactly `shape.events - lifecycle_events` among the `windows`
     attempts that ran, so the total is exact.
     """
@@ -565,8 +567,8 @@ def _event_row(event_id: int, item) -> dict:
 def queue_samples(shape: Shape) -> Iterator[dict]:
     """Yield one depth sample per queue and minute over the last SAMPLE_DAYS.
 
-    The waiting counts are drawn, not counted from the tasks: the sampler
-    only needs rows of the right number and range for the depth chart.
+    The waiting counts are drawn at random, not counted from the tasks,
+    because the depth chart only needs rows of the right number and range.
     """
     rng = random.Random(shape.random_seed + 2)
     paused_at = shape.now - REPORTS_PAUSED_FOR
@@ -697,7 +699,7 @@ def upgrade_database(kind: str) -> tuple[str | None, str]:
         upgrade()
     after = current_revision(app)
     # The seed writes through connections of its own; a pooled SQLite
-    # connection left open would keep it from turning the journal off.
+    # connection left open would stop it from turning the journal off.
     with app.app_context():
         db.engine.dispose()
     return before, after
@@ -720,6 +722,110 @@ def row_counts(kind: str) -> dict[str, int]:
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
         return {table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                 for table in tables if table in present}
+
+
+def index_definitions(url: str) -> dict[str, str]:
+    """Return {name: CREATE INDEX statement} of the secondary indexes in the database at `url`."""
+    if url.startswith("sqlite:///"):
+        connection = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            return dict(connection.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
+        finally:
+            connection.close()
+    with psycopg.connect(url) as connection:
+        return dict(connection.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"))
+
+
+def reference_indexes(kind: str) -> dict[str, str]:
+    """Return the index definitions that the migrations create today on an empty database.
+
+    A migration edited after the benchmark database was migrated leaves that
+    database with other indexes than a new one gets; comparing with a
+    freshly migrated database finds them.
+    """
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from app.extensions import db
+
+    with tempfile.TemporaryDirectory(prefix="taskboard-pages-") as folder:
+        if kind == "sqlite":
+            url = f"sqlite:///{os.path.join(folder, 'reference.db')}"
+        else:
+            name = f"{POSTGRES_DATABASE}_reference"
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin.execute(f'CREATE DATABASE "{name}"')
+            url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        try:
+            app = create_app({"DATABASE_URL": url, "EMBEDDED_WORKER": False,
+                              "LOG_LEVEL": "WARNING"}, instance_path=folder)
+            with app.app_context():
+                upgrade()
+                db.engine.dispose()
+            return index_definitions(url)
+        finally:
+            if kind == "postgresql":
+                with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _comparable(definition: str | None) -> str | None:
+    """Drop casts, parentheses and spaces from an index definition before comparing it.
+
+    PostgreSQL prints a partial index's WHERE clause with other casts once
+    the index was created again from its printed definition, as the seed does.
+    """
+    if definition is None:
+        return None
+    return re.sub(r"::[a-z ]+(\[\])?|[()\s]", "", definition)
+
+
+def index_differences(kind: str) -> dict[str, tuple[str | None, str | None]]:
+    """Return {index: (definition here, definition the migrations create now)} where they differ."""
+    seeded, reference = index_definitions(database_url(kind)), reference_indexes(kind)
+    return {name: (seeded.get(name), reference.get(name))
+            for name in sorted(set(seeded) | set(reference))
+            if _comparable(seeded.get(name)) != _comparable(reference.get(name))}
+
+
+def rebuild_indexes(kind: str, differences: dict[str, tuple[str | None, str | None]]) -> None:
+    """Drop the indexes that differ from the migrations' and create them as the migrations do."""
+    url = database_url(kind)
+    if kind == "sqlite":
+        connection = sqlite3.connect(SQLITE_PATH, isolation_level=None)
+        try:
+            for name, (_, definition) in differences.items():
+                connection.execute(f'DROP INDEX IF EXISTS "{name}"')
+                if definition:
+                    connection.execute(definition)
+        finally:
+            connection.close()
+        return
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("SET maintenance_work_mem = '1GB'")
+        for name, (_, definition) in differences.items():
+            connection.execute(f'DROP INDEX IF EXISTS "{name}"')
+            if definition:
+                connection.execute(definition)
+        connection.execute("ANALYZE")
+
+
+def check_indexes(kind: str, *, rebuild: bool) -> None:
+    """Exit naming each index that differs from the migrations', or rebuild them when asked."""
+    differences = index_differences(kind)
+    if not differences:
+        return
+    names = ", ".join(differences)
+    if not rebuild:
+        raise SystemExit(
+            f"error: {kind}: these indexes differ from the ones the migrations create today, "
+            f"probably because a migration changed after this database was migrated: {names}. "
+            "Run python -m bench.seed_pages --rebuild-indexes to recreate them, or --reset")
+    print(f"{kind}: rebuilding indexes that differ from the migrations: {names}", flush=True)
+    rebuild_indexes(kind, differences)
 
 
 class Progress:
@@ -942,7 +1048,8 @@ def seed_extras(kind: str, shape: Shape, counts: dict[str, int]) -> None:
         vacuum_analyze()
 
 
-def prepare(kind: str, shape: Shape, *, reset: bool, upgrade_only: bool) -> None:
+def prepare(kind: str, shape: Shape, *, reset: bool, upgrade_only: bool,
+            rebuild: bool = False) -> None:
     """Bring one database to the latest migration and seed it unless it already is."""
     if reset:
         if upgrade_only:
@@ -961,6 +1068,7 @@ def prepare(kind: str, shape: Shape, *, reset: bool, upgrade_only: bool) -> None
     seeded = counts["tasks"] == shape.tasks and counts["task_events"] == shape.events
     if seeded:
         seed_extras(kind, shape, counts)
+        check_indexes(kind, rebuild=rebuild)
         print(f"{kind}: already seeded with {shape.tasks:,} tasks and {shape.events:,} events "
               f"at revision {after}; --reset reseeds", flush=True)
         return
@@ -1010,6 +1118,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="drop the database and seed it again")
     parser.add_argument("--upgrade", action="store_true",
                         help="only run new migrations on an already seeded database")
+    parser.add_argument("--rebuild-indexes", action="store_true",
+                        help="recreate the indexes of a seeded database that differ from the "
+                             "ones the migrations create today")
     args = parser.parse_args(argv)
     if args.tasks < RUNNING_AT_SNAPSHOT + 1:
         parser.error(f"--tasks must be at least {RUNNING_AT_SNAPSHOT + 1}, got {args.tasks}")
@@ -1024,7 +1135,8 @@ def main(argv=None) -> None:
                   now=snapshot_time())
     kinds = DATABASES if args.database == "all" else (args.database,)
     for kind in kinds:
-        prepare(kind, shape, reset=args.reset, upgrade_only=args.upgrade)
+        prepare(kind, shape, reset=args.reset, upgrade_only=args.upgrade,
+                rebuild=args.rebuild_indexes)
 
 
 if __name__ == "__main__":
