@@ -51,7 +51,8 @@ INDEXES_AUTOGENERATE_SKIPS = frozenset({"ix_tasks_due"})
 # Indexes on an expression. SQLAlchemy does not reflect them from SQLite (it
 # warns and leaves them out), so autogenerate would report them as missing.
 # Migration 0005 creates them by hand.
-EXPRESSION_INDEXES = frozenset({"ix_tasks_duration"})
+EXPRESSION_INDEXES = frozenset(
+    {"ix_tasks_duration", "ix_tasks_status_duration", "ix_tasks_type_duration"})
 
 
 def include_in_autogenerate(object_, name, type_, reflected, compare_to) -> bool:

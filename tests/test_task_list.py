@@ -488,7 +488,9 @@ def test_task_text_is_escaped(client):
 def test_tasks_page_indexes_exist(app):
     names = {"ix_tasks_started_at_id", "ix_tasks_finished_at_id", "ix_tasks_duration",
              "ix_tasks_status_created_at", "ix_tasks_type_created_at",
-             "ix_tasks_queue_created_at", "ix_task_events_level_id"}
+             "ix_tasks_queue_created_at", "ix_tasks_status_started_at",
+             "ix_tasks_status_finished_at", "ix_tasks_status_duration",
+             "ix_tasks_type_finished_at", "ix_tasks_type_duration", "ix_task_events_level_id"}
     if db.engine.dialect.name == "sqlite":
         query = text("SELECT name FROM sqlite_master WHERE type = 'index'")
     else:

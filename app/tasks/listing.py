@@ -81,29 +81,33 @@ class TaskFilter:
             conditions.append(Task.id <= self.max_id)
         return conditions
 
-    def search_condition(self):
-        """Return the SQL condition of `search`, or None when there is no text to find."""
+    def search_condition(self, params=None, last_error=None):
+        """Return the SQL condition of `search`, or None when there is no text to find.
+
+        `params` and `last_error` replace the columns of Task, to search a subquery.
+        """
         if not self.search:
             return None
-        return text_matches(self.search)
+        return text_matches(self.search, params, last_error)
 
     def all_conditions(self) -> list:
         condition = self.search_condition()
         return self.conditions() + ([] if condition is None else [condition])
 
 
-def text_matches(text: str):
+def text_matches(text: str, params=None, last_error=None):
     """Return a condition that holds when a task's parameters or last error contain `text`.
 
     Case is ignored for ASCII letters. Parameters are stored as JSON, which
     escapes quotes, backslashes and non-ASCII characters, so the JSON-escaped
     form of `text` is searched as well as the text itself.
     """
-    params_text = cast(Task.params, String)
+    params_text = cast(Task.params if params is None else params, String)
+    last_error = Task.last_error if last_error is None else last_error
     escaped = json.dumps(text)[1:-1]
     options = [
         params_text.icontains(text, autoescape=True),
-        Task.last_error.icontains(text, autoescape=True),
+        last_error.icontains(text, autoescape=True),
     ]
     if escaped != text:
         options.append(params_text.icontains(escaped, autoescape=True))
@@ -249,35 +253,41 @@ def _phase_statement(filters: TaskFilter, sort: str, descending: bool, cursor: C
 
 def _read_phase(filters: TaskFilter, sort: str, descending: bool, cursor: Cursor | None,
                 wanted: int, *, null_phase: bool, window: int) -> tuple[list, Cursor | None]:
-    """Read up to `wanted` rows of one phase; return them and where a search window ended.
+    """Read up to `wanted` (task, sort key) pairs of one phase; also return where a search stopped.
 
     Without a text search the window plays no part. With one, at most
     `window` tasks are read, and the second value is the cursor of the last
     task read when the window was used up (None otherwise).
     """
     statement = _phase_statement(filters, sort, descending, cursor, null_phase=null_phase)
-    condition = filters.search_condition()
-    if condition is None:
-        return db.session.execute(statement.limit(wanted)).all(), None
+    if not filters.search:
+        return [(row[0], row.sort_key) for row in db.session.execute(statement.limit(wanted))], None
 
-    # The window: ids and keys of the next `window` tasks, read from the index.
+    # The window: the next `window` tasks in page order, with the columns the
+    # search reads. Its LIMIT makes the database read it first, through the
+    # index, instead of scanning the whole table for the text.
     key = sort_expression(sort)
     scanned = (
-        _phase_statement(filters, sort, descending, cursor, null_phase=null_phase)
-        .with_only_columns(Task.id, key.label("sort_key"))
+        statement.with_only_columns(Task.id, key.label("sort_key"), Task.params, Task.last_error)
         .limit(window)
         .subquery("scanned")
     )
-    matches = statement.where(Task.id.in_(select(scanned.c.id)), condition).limit(wanted)
-    rows = db.session.execute(matches).all()
-    if len(rows) >= wanted:
+    columns = [scanned.c.id] if null_phase else [scanned.c.sort_key, scanned.c.id]
+    order = [column.desc() if descending else column.asc() for column in columns]
+    condition = filters.search_condition(scanned.c.params, scanned.c.last_error)
+    found = db.session.execute(
+        select(scanned.c.id, scanned.c.sort_key).where(condition).order_by(*order).limit(wanted)
+    ).all()
+    tasks = {task.id: task for task in db.session.scalars(
+        select(Task).where(Task.id.in_([row.id for row in found])))}
+    rows = [(tasks[row.id], row.sort_key) for row in found if row.id in tasks]
+    if len(found) >= wanted:
         return rows, None
 
     # The last task of the window becomes the cursor. OFFSET is bounded by the window here.
-    columns = [scanned.c.id] if null_phase else [scanned.c.sort_key, scanned.c.id]
     last = db.session.execute(
         select(scanned.c.id, scanned.c.sort_key)
-        .order_by(*[column.desc() if descending else column.asc() for column in columns])
+        .order_by(*order)
         .limit(1)
         .offset(window - 1)
     ).first()
@@ -310,10 +320,10 @@ def find_tasks(filters: TaskFilter = TaskFilter(), *, sort: str = DEFAULT_SORT,
                                        null_phase=True, window=window)
         rows = rows + more
 
-    items = [row[0] for row in rows[:limit]]
+    items = [task for task, _ in rows[:limit]]
     if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = Cursor(last.sort_key, last[0].id).encode()
+        last_task, last_key = rows[limit - 1]
+        next_cursor = Cursor(last_key, last_task.id).encode()
     elif window_end is not None:
         next_cursor = window_end.encode()
     else:

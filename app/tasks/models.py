@@ -113,6 +113,14 @@ class Task(db.Model):
         Index("ix_tasks_status_created_at", "status", "created_at", "id"),
         Index("ix_tasks_type_created_at", "type", "created_at", "id"),
         Index("ix_tasks_queue_created_at", "queue", "created_at", "id"),
+        # A status or type filter under the other sorts. Without these, a
+        # filter whose rows cluster at one end of the sort order ("noop tasks
+        # by longest duration") scans most of the sort index.
+        Index("ix_tasks_status_started_at", "status", "started_at", "id"),
+        Index("ix_tasks_status_finished_at", "status", "finished_at", "id"),
+        Index("ix_tasks_status_duration", "status", task_duration(), "id"),
+        Index("ix_tasks_type_finished_at", "type", "finished_at", "id"),
+        Index("ix_tasks_type_duration", "type", task_duration(), "id"),
         # The dashboard table and GET /api/tasks: a status filter, newest id first.
         Index("ix_tasks_status_id", "status", "id"),
     )
