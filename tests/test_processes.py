@@ -205,6 +205,23 @@ def _attempts_held_by(worker_id: str) -> list[tuple[int, int]]:
 # kill -9 in the middle of the work
 
 
+def _wait_for_server_to_finish_statements() -> None:
+    """On PostgreSQL, wait until no other session of this database runs a statement.
+
+    A COMMIT that a killed worker sent just before it died still completes
+    on the server, so the worker's last changes may land after its exit.
+    """
+    if db.engine.dialect.name != "postgresql":
+        return
+
+    def settled():
+        return _scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid() AND state = 'active'") == 0
+
+    settled.__doc__ = "the killed worker's statements on the server end"
+    wait_for(settled, timeout=10, interval=0.05)
+
+
 def test_kill_9_loses_no_task(fault_app, children):
     kills = 3
     task_ids = _submit_many(300, "slow_record",
@@ -222,6 +239,7 @@ def test_kill_9_loses_no_task(fault_app, children):
         child.process.send_signal(signal.SIGKILL)
         child.process.wait(10)
         killed_at = datetime.now(UTC)
+        _wait_for_server_to_finish_statements()
         unfinished = _attempts_held_by(worker_id)
         assert unfinished, f"worker {worker_id} held no attempt when it was killed"
         lost_attempts += [(task_id, attempt, worker_id, killed_at)

@@ -517,23 +517,17 @@ def test_worker_reclaim_keeps_new_attempt_tracked(
         worker = start_worker(slow_app, concurrency=2)
         _wait_for_status(task_id, "PROCESSING")
 
-        # The thread that records attempt 1 calls wake() once it has finished
-        # with the attempt, which is when the worker's bookkeeping can be checked.
-        first_recorders = set()
-        record, wake = worker._record, worker.wake
+        # The worker forgets attempt 1 once its outcome was recorded (and
+        # rejected), which is when the worker's bookkeeping can be checked.
+        forget = worker._forget_claims
 
-        def recording_record(claim, outcome):
-            if claim.attempt == 1:
-                first_recorders.add(threading.current_thread())
-            record(claim, outcome)
-
-        def recording_wake():
-            wake()
-            if threading.current_thread() in first_recorders:
+        def recording_forget(claims):
+            forget(claims)
+            if any(claim.attempt == 1 for claim in claims):
                 first_done.set()
 
-        monkeypatch.setattr(worker, "_record", recording_record)
-        monkeypatch.setattr(worker, "wake", recording_wake)
+        monkeypatch.setattr(worker, "_forget_claims", recording_forget)
+        monkeypatch.setattr(worker._recorder, "on_done", recording_forget)
         db.session.execute(
             update(Task.__table__).where(Task.__table__.c.id == task_id)
             .values(lease_expires_at=utcnow() - timedelta(seconds=1))

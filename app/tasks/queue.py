@@ -304,7 +304,7 @@ WITH outcome AS (
     FROM done
     ORDER BY id
 )
-SELECT id FROM done
+SELECT id, attempts FROM done
 """
 
 _SQLITE_SUCCEED = f"""
@@ -317,7 +317,7 @@ FROM (
 ) AS outcome
 WHERE tasks.id = outcome.id AND tasks.status IN ({_PROCESSING_SQL})
   AND tasks.locked_by = outcome.worker_id AND tasks.attempts = outcome.attempt
-RETURNING tasks.id
+RETURNING tasks.id, tasks.attempts
 """
 
 _SQLITE_SUCCEEDED_EVENTS = f"""
@@ -508,20 +508,22 @@ def succeed_many(outcomes: Iterable[tuple[Claim, object]], *,
         connection = session.connection()
         statements = _statements(connection)
         moment = now if statements.postgresql else clock(session, now)
-        done = set(connection.execute(
-            statements.succeed, {"outcomes": json.dumps(rows), "now": moment}).scalars())
+        # A batch may hold two attempts of one task, when its lease expired
+        # and the worker claimed it again, so the attempt counts too.
+        done = {tuple(row) for row in connection.execute(
+            statements.succeed, {"outcomes": json.dumps(rows), "now": moment})}
         if done and statements.succeeded_events is not None:
-            events = [row[:3] for row in rows if row[0] in done]
+            events = [row[:3] for row in rows if (row[0], row[1]) in done]
             connection.execute(statements.succeeded_events,
                                {"outcomes": json.dumps(events), "now": moment})
 
     if log.isEnabledFor(logging.INFO):
         for claim, _ in outcomes:
-            if claim.task_id in done:
+            if (claim.task_id, claim.attempt) in done:
                 log.info("Task %s succeeded on attempt %s", claim.task_id, claim.attempt,
                          extra={"task_id": claim.task_id, "worker_id": claim.worker_id,
                                 "event": "succeeded"})
-    return [claim for claim, _ in outcomes if claim.task_id not in done]
+    return [claim for claim, _ in outcomes if (claim.task_id, claim.attempt) not in done]
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,14 @@
-"""The worker: polls for due tasks, runs their handlers and records the outcomes."""
+"""The worker: claims due tasks in batches, runs their handlers and records the outcomes."""
 
 import logging
 import os
+import queue as queue_module
 import secrets
 import socket
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -18,12 +18,12 @@ from app.extensions import db
 from app.tasks import PermanentError, TaskCancelled, queue, registry, signals, stats, worker_registry
 from app.tasks.schedules import schedules
 from app.tasks.errors import InvalidResult, LeaseLost
-from app.tasks.queue import Claim
+from app.tasks.queue import AttemptFailure, Claim
 
 from .context import TaskContext
 from .local_wakeup import WakeupListener, send_wakeups, wakeup_folder
 from .notifications import NotificationListener
-from .recorder import SuccessRecorder
+from .recorder import OutcomeRecorder
 from .recorder import first_line as _first_line
 from .recorder import is_transient as _is_transient
 
@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 class _SkippedRunFilter(logging.Filter):
     """Drop APScheduler's warning that a job run was skipped because the last one still runs.
 
-    A wake-up that lands while a poll runs causes it, and the running poll
-    claims the task anyway, so the warning would only alarm operators.
+    A heartbeat that takes longer than its interval causes it, and the
+    running heartbeat renews the leases anyway, so the warning would only
+    alarm operators.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -61,15 +62,23 @@ class _Outcome:
         return self.error is None
 
 
-@dataclass
-class _RunningAttempt:
+# States of an attempt the worker holds. Every change happens under the
+# worker's lock, so that exactly one of "the handler returned", "the
+# attempt timed out" and "a stopping worker released it" wins.
+QUEUED = "queued"          # claimed, waiting for a free handler thread
+RUNNING = "running"        # its handler runs
+FINISHED = "finished"      # its outcome is being handed to the recorder
+TIMED_OUT = "timed out"    # the watchdog gave up on its handler
+RELEASED = "released"      # a stopping worker gave it back to the queue
+
+
+@dataclass(eq=False)
+class _HeldAttempt:
     claim: Claim
     context: TaskContext
-    started: float = field(default_factory=time.monotonic)
-    # Set when the handler returns, or when a stopping worker released the
-    # attempt; the thread that waits for the handler then looks at `released`.
-    wakeup: threading.Event = field(default_factory=threading.Event)
-    released: bool = False
+    state: str = QUEUED
+    # time.monotonic() by which the handler must return; set when it starts.
+    deadline: float = 0.0
 
 
 # Seconds ahead within which a worker wakes itself for a retry it scheduled.
@@ -77,6 +86,17 @@ MAX_RETRY_WAKE_AHEAD = 600.0
 
 # Maximum seconds between two tries to reach a database that is down.
 MAX_RECONNECT_DELAY = 30.0
+
+# Maximum seconds the watchdog sleeps between two looks at the running attempts.
+WATCHDOG_MAX_SLEEP = 1.0
+
+# A worker claims ahead of its free slots (prefetch) only while its handlers
+# return within this many seconds on average, so that slow tasks are never
+# held back from other workers while they wait for a free slot here.
+PREFETCH_MAX_HANDLER_SECONDS = 0.05
+
+# Weight of the latest attempt in the running average of handler durations.
+HANDLER_SECONDS_WEIGHT = 0.2
 
 
 def _describe(error: BaseException) -> str:
@@ -88,15 +108,26 @@ def _attempts(count: int, state: str) -> str:
 
 
 class Worker:
-    """Claims due tasks and runs up to `concurrency` of them at once.
+    """Claims due tasks in batches and runs up to `concurrency` of them at once.
 
-    An APScheduler background scheduler runs two jobs: a poll every
-    `poll_interval` seconds (sooner when woken) that recovers expired leases
-    and claims as many tasks as there are free slots, and a heartbeat that
-    renews the leases of running attempts. Each attempt runs in a thread pool
-    of `concurrency` threads; its handler runs in a thread of its own, so that
-    an attempt that passes its timeout can be recorded as failed and its slot
-    freed even if the handler never returns.
+    Threads, all started by start():
+
+    - the claimer polls every `poll_interval` seconds, or at once when woken
+      (a submit, a notice from another process, a freed slot). It recovers
+      expired leases and claims as many due tasks as there is room for.
+    - `concurrency` handler threads run the claimed attempts, one at a time
+      each, and hand the outcomes to the recorder.
+    - the recorder stores outcomes in batches (see OutcomeRecorder).
+    - the watchdog records an attempt that passed its timeout as failed and
+      frees its slot, even if the handler never returns: that handler's
+      thread is abandoned and a new handler thread takes its place.
+    - an APScheduler background scheduler renews the leases of held attempts
+      (the heartbeat) and wakes the worker when a retry it scheduled falls due.
+
+    While handlers return quickly, the worker holds up to `prefetch` claimed
+    attempts beyond its free slots, so that one claim covers many tasks.
+    Their leases are renewed like those of running attempts, and a stopping
+    worker releases them at once.
     """
 
     def __init__(
@@ -107,6 +138,7 @@ class Worker:
         poll_interval: float | None = None,
         queues: list[str] | None = None,
         worker_id: str | None = None,
+        prefetch: int | None = None,
     ):
         config = app.config
         self.app = app
@@ -117,10 +149,13 @@ class Worker:
             poll_interval = config["WORKER_POLL_INTERVAL"]
         self.concurrency = int(concurrency)
         self.poll_interval = float(poll_interval)
+        self.prefetch = 4 * self.concurrency if prefetch is None else int(prefetch)
         self.heartbeat_interval = float(config["HEARTBEAT_INTERVAL"])
         self.queues = list(queues) if queues else None
         if self.concurrency < 1:
             raise ValueError(f"worker concurrency must be at least 1, got {self.concurrency}")
+        if self.prefetch < 0:
+            raise ValueError(f"worker prefetch must be 0 or more, got {self.prefetch}")
         if self.poll_interval <= 0:
             raise ValueError(f"poll interval must be positive, got {self.poll_interval}")
         if self.heartbeat_interval >= config["LEASE_SECONDS"]:
@@ -129,23 +164,28 @@ class Worker:
                 f"LEASE_SECONDS ({config['LEASE_SECONDS']:g} s), or leases expire between beats"
             )
 
-        self._running: dict[int, _RunningAttempt] = {}
+        # Attempts claimed and not yet finished, by task id.
+        self._held: dict[int, _HeldAttempt] = {}
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.concurrency, thread_name_prefix="taskboard-attempt"
-        )
+        self._ready: queue_module.SimpleQueue = queue_module.SimpleQueue()
+        self._handler_threads: set[threading.Thread] = set()
+        self._handler_seconds = PREFETCH_MAX_HANDLER_SECONDS
+        self._wake = threading.Event()
+        self._claimer: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        self._watchdog_wake = threading.Event()
+        self._watchdog_next = float("inf")
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
-        self._polling = False
-        self._wake_pending = False
         self._stopping = threading.Event()
         self._started = False
         self._listener: NotificationListener | None = None
         self._wakeup_listener: WakeupListener | None = None
         self._wakeup_folder: str | None = None
-        self._recorder = SuccessRecorder(app, self.id, float(config["LEASE_SECONDS"]))
+        self._recorder = OutcomeRecorder(app, self.id, float(config["LEASE_SECONDS"]),
+                                         on_done=self._forget_claims)
         self._last_recovery = 0.0
         self._poll_failures = 0
         self._poll_resume_at = 0.0
@@ -154,11 +194,7 @@ class Worker:
     # Life cycle
 
     def start(self) -> None:
-        """Start polling and heartbeats in background threads; return at once."""
-        now = datetime.now(UTC)
-        self._scheduler.add_job(
-            self._poll, "interval", seconds=self.poll_interval, id="poll", next_run_time=now
-        )
+        """Start claiming, running and heartbeats in background threads; return at once."""
         self._scheduler.add_job(
             self._heartbeat, "interval", seconds=self.heartbeat_interval, id="heartbeat"
         )
@@ -179,7 +215,11 @@ class Worker:
             else:
                 self._start_wakeup_listener(wakeup_folder(db.engine.url.database))
         self._recorder.start()
+        self._start_handler_threads()
         self._scheduler.start()
+        self._claimer = threading.Thread(target=self._claim_loop, name="taskboard-claimer",
+                                         daemon=True)
+        self._claimer.start()
         self._started = True
         log.info(
             "Worker %s started: concurrency %s, poll every %g s, queues %s",
@@ -190,6 +230,7 @@ class Worker:
     def stop(self, timeout: float | None = None) -> None:
         """Stop claiming, wait up to `timeout` seconds for running attempts, then release the rest.
 
+        Claimed attempts that have not started are released at once.
         Heartbeats go on while the worker waits, so no lease runs out. An
         attempt still running after `timeout` is asked to stop and given back
         to the queue as PENDING (see queue.release); its handler thread is
@@ -207,21 +248,24 @@ class Worker:
             self._listener.stop()
         if self._wakeup_listener is not None:
             self._wakeup_listener.stop()
-        if self._started:
-            self._scheduler.remove_job("poll")
-            if self.running_count:
-                log.info("Worker %s stopping: waiting up to %g s for %s",
-                         self.id, timeout, _attempts(self.running_count, "running"),
-                         extra={"worker_id": self.id, "event": "worker_stopping"})
-
         deadline = time.monotonic() + timeout
+        self._wake.set()
+        if self._claimer is not None:
+            # A claim in progress ends within the database's lock or busy timeout.
+            self._claimer.join(timeout + 30)
+        self._release(QUEUED)
+        if self.running_count:
+            log.info("Worker %s stopping: waiting up to %g s for %s",
+                     self.id, timeout, _attempts(self.running_count, "running"),
+                     extra={"worker_id": self.id, "event": "worker_stopping"})
+
         while self.running_count and time.monotonic() < deadline:
             time.sleep(0.05)
         if self._started:
             self._scheduler.shutdown(wait=True)
         self._recorder.stop()
-        self._release_unfinished()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._release(RUNNING)
+        self._stop_threads()
         if self._started:
             try:
                 with self.app.app_context():
@@ -233,15 +277,17 @@ class Worker:
         log.info("Worker %s stopped", self.id,
                  extra={"worker_id": self.id, "event": "worker_stopped"})
 
-    def _release_unfinished(self) -> None:
+    def _release(self, state: str) -> None:
+        """Give the held attempts in `state` back to the queue, and forget them."""
         with self._lock:
-            unfinished = list(self._running.values())
+            unfinished = [attempt for attempt in self._held.values() if attempt.state == state]
+            # Marked first, so that a handler that stops now is not recorded
+            # as a failure of the attempt that is being released.
+            for attempt in unfinished:
+                attempt.state = RELEASED
         if not unfinished:
             return
-        # Marked first, so that a handler that stops now is not recorded as a
-        # failure of the attempt that is being released.
         for attempt in unfinished:
-            attempt.released = True
             attempt.context.abandoned = True
             attempt.context.request_stop("the worker is stopping")
         try:
@@ -256,30 +302,31 @@ class Worker:
                 self.id, _attempts(len(unfinished), "unfinished"),
                 extra={"worker_id": self.id, "event": "release_failed"},
             )
-            released = None
         else:
             log.warning("Worker %s released %s back to the queue",
                         self.id, _attempts(released, "unfinished"),
                         extra={"worker_id": self.id, "event": "released"})
-        # Whatever the release did, the threads waiting for these handlers
-        # return now, so that the process can exit; the handlers are abandoned.
+        # Whatever the release did, the handlers of these attempts are
+        # abandoned, so that the process can exit.
         for attempt in unfinished:
-            attempt.wakeup.set()
+            self._forget(attempt)
+
+    def _stop_threads(self) -> None:
+        with self._lock:
+            handlers = len(self._handler_threads)
+        for _ in range(handlers):
+            self._ready.put(None)
+        self._watchdog_wake.set()
 
     @property
     def running_count(self) -> int:
+        """Attempts this worker holds: running, or claimed and waiting for a handler thread."""
         with self._lock:
-            return len(self._running)
+            return len(self._held)
 
     def wake(self) -> None:
         """Poll now instead of at the next interval."""
-        self._wake_pending = True
-        if self._polling or self._stopping.is_set() or not self._started:
-            return
-        try:
-            self._scheduler.modify_job("poll", next_run_time=datetime.now(UTC))
-        except Exception:  # the scheduler is shutting down; the next start polls anyway
-            log.debug("Could not wake worker %s", self.id, exc_info=True)
+        self._wake.set()
 
     def _on_task_submitted(self, sender, task_id, due_now, **extra):
         if due_now:
@@ -334,25 +381,38 @@ class Worker:
 
     def _on_cancel_requested(self, sender, task_id, **extra):
         with self._lock:
-            running = self._running.get(task_id)
-        if running is not None:
-            running.context.request_stop("cancelled by a person")
+            held = self._held.get(task_id)
+        if held is not None:
+            held.context.request_stop("cancelled by a person")
 
-    # Scheduled jobs
+    # Claiming
+
+    def _claim_loop(self) -> None:
+        # One application context for the thread's life, not one per poll.
+        with self.app.app_context():
+            next_poll = time.monotonic()
+            while not self._stopping.is_set():
+                delay = next_poll - time.monotonic()
+                if delay > 0:
+                    self._wake.wait(delay)
+                if self._stopping.is_set():
+                    return
+                # Cleared before the poll, so that a wake-up during it leads to another.
+                self._wake.clear()
+                next_poll = time.monotonic() + self.poll_interval
+                self._poll()
 
     def _poll(self) -> None:
         if time.monotonic() < self._poll_resume_at:
             return
-        self._polling = True
         try:
-            with self.app.app_context():
-                # A wake-up should start its task at once, so lease recovery
-                # runs at most once per poll interval rather than on every wake.
-                if time.monotonic() - self._last_recovery >= self.poll_interval:
-                    self._last_recovery = time.monotonic()
-                    queue.recover_expired_leases()
-                    self._submit_scheduled()
-                self._claim_while_slots_free()
+            # A wake-up should start its task at once, so lease recovery
+            # runs at most once per poll interval rather than on every wake.
+            if time.monotonic() - self._last_recovery >= self.poll_interval:
+                self._last_recovery = time.monotonic()
+                queue.recover_expired_leases()
+                self._submit_scheduled()
+            self._claim_while_room()
         except Exception as error:
             self._back_off_polling(error)
         else:
@@ -361,10 +421,6 @@ class Worker:
                          self.id, self._poll_failures,
                          extra={"worker_id": self.id, "event": "database_reachable"})
                 self._poll_failures = 0
-        finally:
-            self._polling = False
-        if self._wake_pending and not self._stopping.is_set():
-            self.wake()
 
     def _submit_scheduled(self) -> None:
         if not len(schedules):
@@ -393,26 +449,73 @@ class Worker:
 
     def poll_once(self) -> int:
         """Claim and start as many due tasks as there are free slots; return how many."""
+        self._start_handler_threads()
         with self.app.app_context():
-            return self._claim_once()
+            return self._claim_once(self.concurrency - self.running_count)
 
-    def _claim_while_slots_free(self) -> None:
+    def _prefetching(self) -> bool:
+        return self.prefetch > 0 and self._handler_seconds < PREFETCH_MAX_HANDLER_SECONDS
+
+    def _room(self) -> int:
+        """Return how many attempts to claim now: 0 until enough room for a batch is free.
+
+        Without prefetch, every free slot is claimed for. With it, the worker
+        waits until its claimed attempts no longer exceed its slots, then
+        fills the slots and the prefetch in one claim.
+        """
+        held = self.running_count
+        if self._prefetching():
+            return self.concurrency + self.prefetch - held if held <= self.concurrency else 0
+        return max(0, self.concurrency - held)
+
+    def _claim_while_room(self) -> None:
         while not self._stopping.is_set():
-            self._wake_pending = False
-            free = self.concurrency - self.running_count
-            if free <= 0:
+            room = self._room()
+            if room <= 0:
                 return
-            started = self._claim_once(free)
-            if started < free and not self._wake_pending:
+            started = self._claim_once(room)
+            if started < room and not self._wake.is_set():
                 return
 
-    def _claim_once(self, limit: int | None = None) -> int:
-        if limit is None:
-            limit = self.concurrency - self.running_count
+    def _claim_once(self, limit: int) -> int:
+        if limit <= 0:
+            return 0
         claims = queue.claim(self.id, limit, queues=self.queues)
         for claim in claims:
-            self._start_attempt(claim)
+            self._hold(claim)
         return len(claims)
+
+    def _hold(self, claim: Claim) -> None:
+        attempt = _HeldAttempt(claim=claim, context=TaskContext(claim))
+        with self._lock:
+            # An earlier attempt of the same task is still here only if its
+            # lease expired and this worker claimed the task again. That
+            # attempt is lost, so its handler is asked to stop.
+            lost = self._held.get(claim.task_id)
+            self._held[claim.task_id] = attempt
+        if lost is not None:
+            lost.context.request_stop("the lease was lost")
+        self._ready.put(attempt)
+
+    def _forget(self, attempt: _HeldAttempt) -> None:
+        self._forget_claims([attempt.claim])
+
+    def _forget_claims(self, claims: list[Claim]) -> None:
+        """Drop finished attempts, and wake the claimer once there is room for a batch.
+
+        An attempt whose outcome waits in the recorder is still held: its
+        lease is renewed, and it takes up room, so that a recorder that
+        falls behind holds back new claims.
+        """
+        with self._lock:
+            for claim in claims:
+                attempt = self._held.get(claim.task_id)
+                if attempt is not None and attempt.claim is claim:
+                    del self._held[claim.task_id]
+        if not self._stopping.is_set() and self._room() > 0:
+            self.wake()
+
+    # Heartbeats
 
     def _sample_queues(self) -> None:
         """Store this minute's queue depth sample, unless another worker process already did."""
@@ -425,14 +528,14 @@ class Worker:
 
     def _heartbeat(self) -> None:
         with self._lock:
-            running = list(self._running.values())
+            held = [attempt for attempt in self._held.values() if attempt.state != RELEASED]
         try:
             with self.app.app_context():
                 if not worker_registry.beat(self.id):
                     worker_registry.register_worker(
                         self.id, hostname=socket.gethostname(), pid=os.getpid(),
                         queues=self.queues, concurrency=self.concurrency)
-                held = queue.extend_leases(self.id, [r.claim for r in running])
+                still_held = queue.extend_leases(self.id, [attempt.claim for attempt in held])
         except Exception as error:
             if not _is_transient(error):
                 log.exception("Worker %s could not renew its leases", self.id,
@@ -442,53 +545,78 @@ class Worker:
                             _first_line(error),
                             extra={"worker_id": self.id, "event": "heartbeat_failed"})
             return
-        for attempt in running:
+        for attempt in held:
             task_id = attempt.claim.task_id
-            if task_id not in held:
+            if task_id not in still_held:
                 attempt.context.request_stop("the lease was lost")
-            elif held[task_id]:
+            elif still_held[task_id]:
                 attempt.context.request_stop("cancelled by a person")
 
-    # Running one attempt
+    # Running attempts
 
-    def _start_attempt(self, claim: Claim) -> None:
-        attempt = _RunningAttempt(claim=claim, context=TaskContext(claim))
+    def _start_handler_threads(self) -> None:
         with self._lock:
-            # An earlier attempt of the same task is still here only if its
-            # lease expired and this worker claimed the task again. That
-            # attempt is lost, so its handler is asked to stop.
-            lost = self._running.get(claim.task_id)
-            self._running[claim.task_id] = attempt
-        if lost is not None:
-            lost.context.request_stop("the lease was lost")
-        self._executor.submit(self._run_attempt, attempt)
+            missing = self.concurrency - len(self._handler_threads)
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch_timeouts,
+                                                  name="taskboard-watchdog", daemon=True)
+                self._watchdog.start()
+        for _ in range(missing):
+            self._start_handler_thread()
 
-    def _run_attempt(self, attempt: _RunningAttempt) -> None:
+    def _start_handler_thread(self) -> None:
+        thread = threading.Thread(target=self._handler_loop, name="taskboard-handler",
+                                  daemon=True)
+        with self._lock:
+            self._handler_threads.add(thread)
+        thread.start()
+
+    def _handler_loop(self) -> None:
+        """Run attempts one after another until told to stop or until this thread is abandoned."""
+        # One application context for the thread's life; the session a
+        # handler used is removed after each attempt.
+        with self.app.app_context():
+            try:
+                while True:
+                    attempt = self._ready.get()
+                    if attempt is None or not self._run_attempt(attempt):
+                        return
+            finally:
+                with self._lock:
+                    self._handler_threads.discard(threading.current_thread())
+
+    def _run_attempt(self, attempt: _HeldAttempt) -> bool:
+        """Run one attempt; return False if this thread must end (the attempt was given up on)."""
         claim = attempt.claim
-        try:
-            outcome = self._execute(attempt)
-            if outcome is None:
-                return
-            with self.app.app_context():
-                self._record(claim, outcome)
-        except Exception:
-            log.exception(
-                "Worker %s could not record the outcome of task %s; it is recovered "
-                "when its lease expires", self.id, claim.task_id,
-                extra={"task_id": claim.task_id, "worker_id": self.id},
-            )
-        finally:
-            with self._lock:
-                if self._running.get(claim.task_id) is attempt:
-                    del self._running[claim.task_id]
-            self.wake()
+        with self._lock:
+            if attempt.state != QUEUED:
+                return True
+            stopped_before_start = attempt.context.cancelled
+            if stopped_before_start:
+                attempt.state = FINISHED
+            else:
+                attempt.state = RUNNING
+                attempt.deadline = time.monotonic() + claim.timeout_seconds
+                if attempt.deadline < self._watchdog_next:
+                    self._watchdog_wake.set()
+        if stopped_before_start:
+            reason = attempt.context.stop_reason or "cancelled"
+            self._finish(attempt, _Outcome(error=f"TaskCancelled: {reason}"))
+            return True
 
-    def _execute(self, attempt: _RunningAttempt) -> _Outcome | None:
-        """Run the handler in its own thread and wait for it up to the task's timeout.
+        outcome = self._call_handler(attempt)
+        with self._lock:
+            given_up = attempt.state != RUNNING
+            if not given_up:
+                attempt.state = FINISHED
+        if given_up:
+            self._report_late_handler(claim, outcome)
+            # The watchdog started a thread in this one's place.
+            return False
+        self._finish(attempt, outcome)
+        return True
 
-        Return None when a stopping worker released the attempt meanwhile:
-        there is then nothing left to record.
-        """
+    def _call_handler(self, attempt: _HeldAttempt) -> _Outcome:
         claim = attempt.claim
         task_type = registry.get(claim.type)
         if task_type is None:
@@ -497,38 +625,62 @@ class Worker:
                       f"worker {self.id}; add its module to TASK_MODULES",
                 retryable=False,
             )
-
-        outcome = _Outcome()
-        finished = threading.Event()
-
-        def run_handler():
-            try:
-                with self.app.app_context():
-                    result = task_type.handler(attempt.context, **claim.params)
-                outcome.result = result
-            except BaseException as error:  # noqa: BLE001  (the handler's failure is data)
-                outcome.error = _describe(error)
+        started = time.monotonic()
+        try:
+            outcome = _Outcome(result=task_type.handler(attempt.context, **claim.params))
+        except BaseException as error:  # noqa: BLE001  (the handler's failure is data)
+            outcome = _Outcome(
+                error=_describe(error),
                 # A handler that stopped because it was asked to did not crash.
-                if not isinstance(error, TaskCancelled):
-                    outcome.traceback = traceback.format_exc()
-                outcome.retryable = not isinstance(error, PermanentError)
-            finally:
-                finished.set()
-                attempt.wakeup.set()
-                if attempt.context.abandoned:
-                    self._report_late_handler(claim, outcome)
+                traceback=None if isinstance(error, TaskCancelled) else traceback.format_exc(),
+                retryable=not isinstance(error, PermanentError),
+            )
+        finally:
+            self._handler_seconds += HANDLER_SECONDS_WEIGHT * (
+                time.monotonic() - started - self._handler_seconds)
+            if db.session.registry.has():
+                db.session.remove()
+        return outcome
 
-        thread = threading.Thread(
-            target=run_handler, name=f"taskboard-task-{claim.task_id}", daemon=True
-        )
-        thread.start()
-        attempt.wakeup.wait(claim.timeout_seconds)
-        if attempt.released:
-            attempt.context.abandoned = True
-            return None
-        if finished.is_set():
-            return outcome
+    def _finish(self, attempt: _HeldAttempt, outcome: _Outcome) -> None:
+        """Record the outcome; the attempt is forgotten once it is stored or given up on."""
+        try:
+            if self._record(attempt.claim, outcome):
+                return
+        except Exception:
+            log.exception(
+                "Worker %s could not record the outcome of task %s; it is recovered "
+                "when its lease expires", self.id, attempt.claim.task_id,
+                extra={"task_id": attempt.claim.task_id, "worker_id": self.id},
+            )
+        self._forget(attempt)
 
+    def _watch_timeouts(self) -> None:
+        """Give up on attempts whose handlers passed their timeout, until the worker stops."""
+        with self.app.app_context():
+            while True:
+                self._watchdog_wake.clear()
+                now = time.monotonic()
+                expired = []
+                with self._lock:
+                    next_deadline = now + WATCHDOG_MAX_SLEEP
+                    for attempt in self._held.values():
+                        if attempt.state != RUNNING:
+                            continue
+                        if attempt.deadline <= now:
+                            attempt.state = TIMED_OUT
+                            expired.append(attempt)
+                        else:
+                            next_deadline = min(next_deadline, attempt.deadline)
+                    self._watchdog_next = next_deadline
+                for attempt in expired:
+                    self._time_out(attempt)
+                if self._stopping.is_set() and not self._held:
+                    return
+                self._watchdog_wake.wait(max(0.0, next_deadline - time.monotonic()))
+
+    def _time_out(self, attempt: _HeldAttempt) -> None:
+        claim = attempt.claim
         attempt.context.abandoned = True
         attempt.context.request_stop("the attempt timed out")
         log.warning(
@@ -536,7 +688,10 @@ class Worker:
             claim.task_id, claim.attempt, claim.timeout_seconds,
             extra={"task_id": claim.task_id, "worker_id": self.id, "event": "timed_out"},
         )
-        return _Outcome(error=f"TaskTimeout: timed out after {claim.timeout_seconds:g} s")
+        if not self._stopping.is_set():
+            self._start_handler_thread()
+        self._finish(attempt, _Outcome(
+            error=f"TaskTimeout: timed out after {claim.timeout_seconds:g} s"))
 
     def _report_late_handler(self, claim: Claim, outcome: _Outcome) -> None:
         what = "returned" if outcome.ok else f"raised {outcome.error}"
@@ -547,12 +702,12 @@ class Worker:
             extra={"task_id": claim.task_id, "worker_id": self.id, "event": "late_outcome"},
         )
 
-    def _record(self, claim: Claim, outcome: _Outcome) -> None:
+    def _record(self, claim: Claim, outcome: _Outcome) -> bool:
         """Store the outcome, retrying while the database is unreachable and the lease lasts.
 
-        A result goes to the recorder, which stores results in batches; once
-        the worker is stopping, it is stored here instead. Failures are
-        stored here.
+        The outcome goes to the recorder, which stores outcomes in batches,
+        and True is returned. Before start() and once the worker is stopping,
+        it is stored here, and False is returned.
         """
         if outcome.ok:
             try:
@@ -561,17 +716,20 @@ class Worker:
                 outcome = _Outcome(error=_describe(error), retryable=False)
             else:
                 if self._recorder.put(claim, outcome.result):
-                    return
+                    return True
+        if not outcome.ok and self._recorder.put_failure(AttemptFailure(
+                claim, outcome.error, outcome.traceback, outcome.retryable)):
+            return True
         deadline = time.monotonic() + float(self.app.config["LEASE_SECONDS"])
         delay = 0.1
         while True:
             try:
                 self._record_once(claim, outcome)
-                return
+                return False
             except LeaseLost as error:
                 log.warning("%s", error, extra={"task_id": claim.task_id, "worker_id": self.id,
                                                 "event": "lease_lost"})
-                return
+                return False
             except Exception as error:
                 if not _is_transient(error) or time.monotonic() + delay > deadline:
                     raise
