@@ -8,20 +8,21 @@ from playwright.sync_api import expect
 pytestmark = pytest.mark.browser
 
 # Every page a person reaches from the navigation, and the pages of the
-# failed, finished and running tasks that seed_mixed_tasks submits.
-PAGES = ["/", "/tasks", "/tasks/1", "/tasks/2", "/tasks/3", "/events", "/queues", "/workers",
-         "/metrics"]
+# failed, finished, running and scheduled tasks that seed_mixed_tasks submits.
+PAGES = ["/", "/tasks", "/tasks/1", "/tasks/2", "/tasks/3", "/tasks/4", "/events", "/queues",
+         "/workers", "/metrics"]
 
 LIVE_REGIONS = '[hx-trigger*="live-refresh"]'
 
 
 def seed_mixed_tasks(api) -> None:
-    """Submit a failed task with a traceback, a finished one and a running one, in two queues."""
-    failing = api.submit({"type": "fail", "params": {"message": "quota exceeded"},
-                          "max_attempts": 1, "queue": "reports"})
+    """Submit a failed task with a traceback, a finished, a running and a scheduled one."""
+    failing = api.submit({"type": "fail", "queue": "mail", "max_attempts": 1,
+                          "params": {"message": "SMTP server did not respond within 30 s"}})
     finished = api.submit({"type": "word_count", "params": {"text": "one two"}})
     api.wait_until_finished([failing, finished])
     api.submit({"type": "sleep", "params": {"seconds": 30}, "queue": "reports"})
+    api.submit({"type": "noop", "queue": "reports", "delay_seconds": 3600})
 
 
 def wait_for_one_refresh(page) -> None:
@@ -44,6 +45,22 @@ def test_page_logs_no_errors(page, problems, api, path):
     wait_for_one_refresh(page)
     assert problems.failed_loads == []
     assert problems.all() == []
+
+
+@pytest.mark.parametrize("path", ["/", "/tasks", "/events", "/queues", "/workers"])
+def test_tables_fit_desktop_width(page, api, path):
+    """At 1280 px no table is cut off or needs sideways scrolling."""
+    seed_mixed_tasks(api)
+    page.goto(path)
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+
+    page_width = page.evaluate("document.documentElement.scrollWidth")
+    assert page_width <= 1280
+    overflowing = page.evaluate("""() => Array.from(document.querySelectorAll("table"))
+        .map((table) => [table.closest("[id]")?.id || "no id", table.parentElement])
+        .filter(([, box]) => box.scrollWidth > box.clientWidth + 1)
+        .map(([id, box]) => `table in #${id}: ${box.scrollWidth} px in ${box.clientWidth} px`)""")
+    assert overflowing == []
 
 
 def test_csp_violation_is_detected(page, problems):
