@@ -162,7 +162,8 @@ def test_delete_removes_task_and_events(app, caplog):
     assert reload(task_id) is None
     assert event_count(task_id) == 0
     assert reload(keep) is not None
-    assert f"Task {task_id} (word_count, SUCCEEDED) deleted by a person from the tasks page" in caplog.text
+    expected = f"Task {task_id} (word_count, SUCCEEDED) deleted by a person from the tasks page"
+    assert expected in caplog.text
 
 
 def test_delete_refuses_running_task(app):

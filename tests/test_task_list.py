@@ -60,7 +60,8 @@ def row_ids(html: str) -> list[int]:
 
 def flash_text(client) -> str:
     html = html_of(client.get("/tasks"))
-    return " ".join(unescape(m) for m in re.findall(r'<li class="flash[^"]*"[^>]*>([^<]*)</li>', html))
+    messages = re.findall(r'<li class="flash[^"]*"[^>]*>([^<]*)</li>', html)
+    return " ".join(unescape(message) for message in messages)
 
 
 def csrf_token(client, path="/tasks") -> str:

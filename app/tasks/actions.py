@@ -5,7 +5,7 @@ guarded UPDATE or DELETE repeats the statuses the action may start from, so
 a task that changed in the meantime is skipped, never forced, and every
 change writes its event row in the same transaction. A task is skipped with
 a reason (its status, "already asked to stop", "already due", "not found"),
-so that clicking twice changes nothing the second time and says why.
+so that clicking twice changes nothing the second time and reports why.
 
 Deleting a task deletes its events with it, so no event can record the
 deletion. The server log does instead, one INFO line per task that names
@@ -79,7 +79,7 @@ class AlreadyDue(TaskError):
 
 @dataclass
 class BatchResult:
-    """What a bulk action changed and what it skipped, with the reason for each skip.
+    """The outcome of a bulk action: the tasks it changed, and those it skipped with reasons.
 
     `stop_requested` lists the running tasks that a cancel only asked to
     stop. `more` is True when tasks that match were left for another request.
@@ -124,7 +124,7 @@ def check_action(action: str) -> str:
 
 
 # One task. These raise like the operations in queue.py, so that the API
-# and the pages turn them into the same 404 and 409 answers.
+# and the pages turn them into the same 404 and 409 responses.
 
 
 def delete_task(task_id: int, *, source: str = "code") -> None:
@@ -189,7 +189,7 @@ def apply_to_matching(action: str, filters: "listing.TaskFilter", *, source: str
     """Apply `action` to the tasks that match `filters`, up to `max_tasks` of them.
 
     Tasks are taken in id order, BATCH_SIZE at a time, among those whose
-    status allows the action. `more` in the result says whether matching
+    status allows the action. `more` in the result is True when matching
     tasks remain after `max_tasks`.
     """
     check_action(action)

@@ -8,7 +8,8 @@ from sqlalchemy.sql.functions import FunctionElement
 # The expression as SQL text per database, also for the migration that creates the index.
 TASK_DURATION_SQL = {
     "sqlite": (
-        "((CAST(strftime('%s', finished_at) AS INTEGER) - CAST(strftime('%s', started_at) AS INTEGER))"
+        "((CAST(strftime('%s', finished_at) AS INTEGER)"
+        " - CAST(strftime('%s', started_at) AS INTEGER))"
         " * 1000000 + CAST(substr(finished_at, 21, 6) AS INTEGER)"
         " - CAST(substr(started_at, 21, 6) AS INTEGER))"
     ),

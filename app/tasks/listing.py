@@ -1,6 +1,6 @@
 """The tasks page's query: filters, text search, four sort orders and keyset pagination.
 
-A page ends with a cursor that holds the sort key and the id of its last row,
+A page ends with a cursor that contains the sort key and the id of its last row,
 and the next page asks for rows after that pair. No query uses OFFSET, so a
 deep page costs what the first one does, given an index that starts with the
 sort key (see the indexes on Task).
@@ -46,7 +46,7 @@ _ID_SEARCH = re.compile(r"#?([0-9]{1,19})")
 
 @dataclass(frozen=True)
 class TaskFilter:
-    """Which tasks a list, a count or a bulk action covers. Empty fields match everything.
+    """The tasks that a list, a count or a bulk action covers. Empty fields match everything.
 
     `search` is text to find in the parameters or the last error; `task_id`
     matches one id. `max_id` caps the ids, so that a bulk action confirmed on
@@ -252,8 +252,8 @@ def _phase_statement(filters: TaskFilter, sort: str, descending: bool, cursor: C
 
 
 def _read_phase(filters: TaskFilter, sort: str, descending: bool, cursor: Cursor | None,
-                wanted: int, *, null_phase: bool, window: int) -> tuple[list, Cursor | None]:
-    """Read up to `wanted` (task, sort key) pairs of one phase; also return where a search stopped.
+                row_limit: int, *, null_phase: bool, window: int) -> tuple[list, Cursor | None]:
+    """Read up to `row_limit` (task, sort key) pairs of one phase, and where a search stopped.
 
     Without a text search the window plays no part. With one, at most
     `window` tasks are read, and the second value is the cursor of the last
@@ -261,7 +261,8 @@ def _read_phase(filters: TaskFilter, sort: str, descending: bool, cursor: Cursor
     """
     statement = _phase_statement(filters, sort, descending, cursor, null_phase=null_phase)
     if not filters.search:
-        return [(row[0], row.sort_key) for row in db.session.execute(statement.limit(wanted))], None
+        rows = db.session.execute(statement.limit(row_limit))
+        return [(row[0], row.sort_key) for row in rows], None
 
     # The window: the next `window` tasks in page order, with the columns the
     # search reads. Its LIMIT makes the database read it first, through the
@@ -276,12 +277,12 @@ def _read_phase(filters: TaskFilter, sort: str, descending: bool, cursor: Cursor
     order = [column.desc() if descending else column.asc() for column in columns]
     condition = filters.search_condition(scanned.c.params, scanned.c.last_error)
     found = db.session.execute(
-        select(scanned.c.id, scanned.c.sort_key).where(condition).order_by(*order).limit(wanted)
+        select(scanned.c.id, scanned.c.sort_key).where(condition).order_by(*order).limit(row_limit)
     ).all()
     tasks = {task.id: task for task in db.session.scalars(
         select(Task).where(Task.id.in_([row.id for row in found])))}
     rows = [(tasks[row.id], row.sort_key) for row in found if row.id in tasks]
-    if len(found) >= wanted:
+    if len(found) >= row_limit:
         return rows, None
 
     # The last task of the window becomes the cursor. OFFSET is bounded by the window here.
@@ -307,17 +308,17 @@ def find_tasks(filters: TaskFilter = TaskFilter(), *, sort: str = DEFAULT_SORT,
     window = window or SEARCH_WINDOW
     limit = max(1, limit)
     has_nulls = sort != "created"
-    wanted = limit + 1
+    row_limit = limit + 1
     rows: list = []
     window_end: Cursor | None = None
 
     if cursor is None or cursor.value is not None:
-        rows, window_end = _read_phase(filters, sort, descending, cursor, wanted,
+        rows, window_end = _read_phase(filters, sort, descending, cursor, row_limit,
                                        null_phase=False, window=window)
-    if has_nulls and len(rows) < wanted and window_end is None:
+    if has_nulls and len(rows) < row_limit and window_end is None:
         null_cursor = cursor if cursor is not None and cursor.value is None else None
-        more, window_end = _read_phase(filters, sort, descending, null_cursor, wanted - len(rows),
-                                       null_phase=True, window=window)
+        more, window_end = _read_phase(filters, sort, descending, null_cursor,
+                                       row_limit - len(rows), null_phase=True, window=window)
         rows = rows + more
 
     items = [task for task, _ in rows[:limit]]

@@ -1,4 +1,6 @@
-"""Retention: delete finished tasks (SUCCEEDED, FAILED, CANCELLED) older than an age, with their events.
+"""Retention: delete finished tasks older than an age, with their events.
+
+Finished means SUCCEEDED, FAILED or CANCELLED.
 
 Age counts from `finished_at`, which is set exactly when a task is finished.
 Rows go in batches of BATCH_SIZE tasks, each batch in its own short write

@@ -43,7 +43,7 @@ SORT_LABELS = {"created": "Created", "started": "Started", "finished": "Finished
 
 @dataclass
 class ListRequest:
-    """The list a request asks for: filters, order and cursor, or the errors in them.
+    """The list a request is for: filters, order and cursor, or the errors in them.
 
     `raw` keeps the text of each parameter as given, to fill the form and
     build links; `errors` maps each invalid parameter to its message.
@@ -331,7 +331,8 @@ def outcome_message(result: actions.BatchResult) -> tuple[str, str]:
     """Return the flash category and the sentence that reports a bulk action's outcome."""
     parts = []
     if result.changed:
-        parts.append(f"{_tasks(len(result.changed)).capitalize()} {actions.ACTION_DONE[result.action]}.")
+        done = actions.ACTION_DONE[result.action]
+        parts.append(f"{_tasks(len(result.changed)).capitalize()} {done}.")
     if result.stop_requested:
         parts.append(f"Asked {_tasks(len(result.stop_requested), 'running task')} to stop; "
                      "each shows CANCELLED once its handler stops.")

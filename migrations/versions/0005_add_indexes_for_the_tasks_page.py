@@ -25,7 +25,8 @@ def upgrade():
         batch_op.create_index('ix_tasks_duration', [duration, 'id'], unique=False)
         batch_op.create_index(
             'ix_tasks_status_created_at', ['status', 'created_at', 'id'], unique=False)
-        batch_op.create_index('ix_tasks_type_created_at', ['type', 'created_at', 'id'], unique=False)
+        batch_op.create_index(
+            'ix_tasks_type_created_at', ['type', 'created_at', 'id'], unique=False)
         batch_op.create_index(
             'ix_tasks_queue_created_at', ['queue', 'created_at', 'id'], unique=False)
         batch_op.create_index(
