@@ -17,6 +17,15 @@
  * data-refresh-interval (milliseconds). A fragment rendered without the
  * live-refresh trigger, such as a finished task, stops refreshing.
  *
+ * An action that swaps a live region from inside it (hx-target="#task-live"
+ * on a cancel button's form) syncs with itself only (hx-sync="this:drop"),
+ * because the region's own hx-sync would drop it while a refresh is in
+ * flight. While the action is in flight the region does not refresh, and a
+ * refresh sent before it started is dropped instead of swapped, so stale
+ * content cannot overwrite the action's result. Aborting that refresh with
+ * hx-sync would also work, but htmx logs every aborted request as a console
+ * error.
+ *
  * Scheduling. One timer ticks once per interval. A tick sends one
  * live-refresh event to each live region that has no request in flight,
  * unless the tab is hidden or the reader paused live updates. So each region
@@ -64,8 +73,19 @@
   var timer = null;
   var missedTick = false;
   var paused = false;
-  var busy = typeof WeakSet === "function" ? new WeakSet() : null;
-  var pendingRestores = typeof WeakMap === "function" ? new WeakMap() : null;
+  // Live regions with a refresh in flight.
+  var refreshing = new WeakSet();
+  // Per region id: how many actions (requests from elsewhere that target the
+  // region, such as a cancel button's POST) are in flight, and how many have
+  // started in all. A refresh sent before the latest action started carries
+  // stale content, so its response is dropped instead of swapped.
+  var actionsInFlight = {};
+  var actionCount = {};
+  // Per request: the region id and action count when a refresh was sent, or
+  // the region id of an action.
+  var refreshRequests = new WeakMap();
+  var actionRequests = new WeakMap();
+  var pendingRestores = new WeakMap();
   var serverOffsetMs = 0;
 
   // Failed requests
@@ -119,7 +139,7 @@
   }
 
   function isBusy(region) {
-    return busy ? busy.has(region) : region.classList.contains("htmx-request");
+    return refreshing.has(region) || (actionsInFlight[region.id] || 0) > 0;
   }
 
   function tick() {
@@ -158,15 +178,24 @@
   }
 
   document.addEventListener("htmx:beforeRequest", function (event) {
-    var region = event.detail.elt;
-    if (busy && isLiveRegion(region)) {
-      busy.add(region);
+    var detail = event.detail;
+    var target = detail.target;
+    if (isLiveRegion(detail.elt)) {
+      refreshing.add(detail.elt);
+      refreshRequests.set(detail.xhr, {id: detail.elt.id, actions: actionCount[detail.elt.id] || 0});
+    } else if (target && target.id && isLiveRegion(target)) {
+      actionsInFlight[target.id] = (actionsInFlight[target.id] || 0) + 1;
+      actionCount[target.id] = (actionCount[target.id] || 0) + 1;
+      actionRequests.set(detail.xhr, target.id);
     }
   });
 
   document.addEventListener("htmx:afterRequest", function (event) {
-    if (busy) {
-      busy.delete(event.detail.elt);
+    var actionTarget = actionRequests.get(event.detail.xhr);
+    refreshing.delete(event.detail.elt);
+    if (actionTarget) {
+      actionRequests.delete(event.detail.xhr);
+      actionsInFlight[actionTarget] -= 1;
     }
     if (event.detail.successful) {
       report("");
@@ -383,10 +412,24 @@
     }
   }
 
+  // Drop a refresh that an action overtook, or whose region is gone.
+  function isStaleRefresh(detail) {
+    var refresh = refreshRequests.get(detail.xhr);
+    if (!refresh) {
+      return false;
+    }
+    return refresh.actions !== (actionCount[refresh.id] || 0) ||
+      !document.body.contains(detail.target);
+  }
+
   document.addEventListener("htmx:beforeSwap", function (event) {
     var detail = event.detail;
     var target = detail.target;
-    if (!pendingRestores || !detail.shouldSwap || !target || !target.id) {
+    if (detail.shouldSwap && isStaleRefresh(detail)) {
+      detail.shouldSwap = false;
+      return;
+    }
+    if (!detail.shouldSwap || !target || !target.id) {
       return;
     }
     if (!isLiveRegion(target) && !isLiveRegion(detail.elt)) {
@@ -402,9 +445,6 @@
   });
 
   document.addEventListener("htmx:afterSwap", function (event) {
-    if (!pendingRestores) {
-      return;
-    }
     var pending = pendingRestores.get(event.detail.xhr);
     if (!pending) {
       return;
