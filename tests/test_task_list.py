@@ -514,3 +514,10 @@ def test_duration_sort_reads_its_index(app):
 
     assert "ix_tasks_duration" in plan
     assert "TEMP B-TREE" not in plan
+
+
+def test_bad_filter_with_htmx_gets_422(client):
+    response = client.get("/tasks?status=DONE", headers={"HX-Request": "true"})
+
+    assert response.status_code == 422
+    assert "<li>status must be one of" in html_of(response)

@@ -178,20 +178,26 @@ def _type_names(current: str | None) -> list[str]:
     return names
 
 
+def _error_status(list_request: ListRequest) -> int:
+    """Return 200, or the status for invalid filters: 400, or 422 for htmx, which swaps 422 in."""
+    if not list_request.errors:
+        return 200
+    return 422 if request.headers.get("HX-Request") == "true" else 400
+
+
 @bp.get("/tasks")
 def tasks():
     """Show the tasks that match the filters in the query string, one keyset page at a time."""
     list_request = parse_list_request(request.args)
-    status = 400 if list_request.errors else 200
-    return render_template("tasks.html", **_page_context(list_request)), status
+    return render_template("tasks.html", **_page_context(list_request)), _error_status(list_request)
 
 
 @bp.get("/partials/task-list")
 def task_list_partial():
     """Return the table of the tasks page for the filters in the query string."""
     list_request = parse_list_request(request.args)
-    status = 400 if list_request.errors else 200
-    return render_template("_task_rows.html", **_page_context(list_request)), status
+    html = render_template("_task_rows.html", **_page_context(list_request))
+    return html, _error_status(list_request)
 
 
 # Actions
