@@ -916,7 +916,7 @@ def test_duration_text_formats(seconds, text):
 
 
 
-# Page frame: skip link, live control, time zone
+# Page frame: skip link, live control, server time
 
 
 def test_pages_start_with_skip_link(client):

@@ -75,10 +75,10 @@
   var paused = false;
   // Live regions with a refresh in flight.
   var refreshing = new WeakSet();
-  // Per region id: how many actions (requests from elsewhere that target the
-  // region, such as a cancel button's POST) are in flight, and how many have
-  // started in all. A refresh sent before the latest action started carries
-  // stale content, so its response is dropped instead of swapped.
+  // Per region id: how many actions (requests from another element that
+  // target the region, such as a cancel button's POST) are in flight, and how
+  // many have started in all. A refresh sent before the latest action started
+  // carries stale content, so its response is dropped instead of swapped.
   var actionsInFlight = {};
   var actionCount = {};
   // Per request: the region id and action count when a refresh was sent, or
