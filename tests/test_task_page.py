@@ -9,10 +9,12 @@ import re
 from datetime import timedelta
 from html import unescape
 
+import pytest
+
 from app.extensions import db
 from app.tasks import Task, queries, queue
 from app.tasks.timeutil import utcnow
-from app.web.attempts import MAX_LOG_LINES, derive_attempts, load_attempts
+from app.web.attempts import MAX_LOG_LINES, Attempt, derive_attempts, load_attempts
 from conftest import wait_for
 
 HTMX = {"HX-Request": "true"}
@@ -118,6 +120,25 @@ def test_attempt_logs_grouped_by_attempt(app):
     attempts, _ = attempts_of(task.id)
     assert [line.message for line in attempts[0].logs] == ["first attempt line"]
     assert [line.message for line in attempts[1].logs] == ["second attempt line"]
+
+
+def test_earlier_attempt_error_from_message(app):
+    task = fail_until_success(2)
+    attempts, _ = attempts_of(task.id)
+    assert attempts[0].error_text == "ConnectionError: refused on attempt 1."
+    assert attempts[0].outcome_message.startswith("Attempt 1 of 3 failed: ")
+
+
+@pytest.mark.parametrize("message, error", [
+    ("Attempt 1 of 3 failed: ValueError: x. Retrying in 2.5 s.", "ValueError: x."),
+    ("Attempt 3 of 3 failed: KeyError: 'a'. No attempts left.", "KeyError: 'a'."),
+    ("Attempt 1 of 3 failed: Boom!\nsecond line The error is not retryable.", "Boom!\nsecond line"),
+    ("Cancelled by a person while attempt 1 of 3 ran", "Cancelled by a person while attempt 1 of 3 ran"),
+])
+def test_error_text_from_outcome_message(message, error):
+    attempt = Attempt(sequence=1, number=1, worker_id=WORKER, started_at=utcnow(),
+                      outcome_message=message)
+    assert attempt.error_text == error
 
 
 def test_last_traceback_goes_to_its_attempt(app):

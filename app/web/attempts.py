@@ -7,6 +7,7 @@ stops releases its attempt without counting it, so events are matched to the
 latest attempt with their number, in event order.
 """
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -29,6 +30,14 @@ ERROR_OUTCOMES = FAILED_OUTCOMES | {EventKind.CANCELLED}
 # Characters of an error's first line that must appear in an outcome message
 # to tie the error to that attempt. Event messages are truncated when long.
 ERROR_MATCH_LENGTH = 200
+
+# The message of a failed attempt's event, as app/tasks/queue.py writes it:
+# "Attempt 2 of 3 failed: ValueError: bad input. Retrying in 4.0 s."
+FAILED_MESSAGE = re.compile(
+    r"^Attempt \d+ of \d+ failed: (?P<error>.*?)"
+    r"(?: Retrying in [\d.]+ s\.| No attempts left\.| The error is not retryable\.)?$",
+    re.DOTALL,
+)
 
 # Log lines shown per attempt. A handler may log without limit, and the task
 # page reads and renders its lines on each refresh, so older lines are left
@@ -77,6 +86,14 @@ class Attempt:
     @property
     def failed(self) -> bool:
         return self.outcome_kind in FAILED_OUTCOMES or self.error is not None
+
+    @property
+    def error_text(self) -> str:
+        """Return the attempt's error: the stored one, else the one its event message quotes."""
+        if self.error:
+            return self.error
+        match = FAILED_MESSAGE.match(self.outcome_message)
+        return match.group("error") if match else self.outcome_message
 
     @property
     def log_count(self) -> int:
