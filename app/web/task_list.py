@@ -83,7 +83,8 @@ def parse_list_request(source: MultiDict) -> ListRequest:
     if status:
         match = next((s for s in listing.STATUS_VALUES if s.lower() == status.lower()), None)
         if match is None:
-            errors["status"] = f"must be one of {', '.join(listing.STATUS_VALUES)}"
+            errors["status"] = (f"must be one of {', '.join(listing.STATUS_VALUES)}, "
+                                f"got {status!r}")
         values["status"] = match
     if raw["type"]:
         if len(raw["type"]) > MAX_TYPE_LENGTH or "\x00" in raw["type"]:
@@ -91,7 +92,8 @@ def parse_list_request(source: MultiDict) -> ListRequest:
         values["type"] = raw["type"]
     if raw["queue"]:
         if not QUEUE_NAME.fullmatch(raw["queue"]):
-            errors["queue"] = "must be 1 to 100 letters, digits, '_', '.' or '-'"
+            errors["queue"] = ("must be 1 to 100 letters, digits, '_', '.' or '-', "
+                               f"got {raw['queue']!r}")
         values["queue"] = raw["queue"]
     for name in ("created_after", "created_before"):
         if raw[name]:
@@ -108,9 +110,9 @@ def parse_list_request(source: MultiDict) -> ListRequest:
         errors["q"] = str(error)
 
     if raw["sort"] and raw["sort"] not in listing.SORT_KEYS:
-        errors["sort"] = f"must be one of {', '.join(listing.SORT_KEYS)}"
+        errors["sort"] = f"must be one of {', '.join(listing.SORT_KEYS)}, got {raw['sort']!r}"
     if raw["order"] and raw["order"] not in ("asc", "desc"):
-        errors["order"] = "must be asc or desc"
+        errors["order"] = f"must be asc or desc, got {raw['order']!r}"
 
     if errors:
         return request_
