@@ -33,18 +33,18 @@
  * requests queued behind it. A tick skipped while hidden or paused is made up
  * by one immediate tick when the tab shows again or the reader resumes.
  *
- * Keeping the reader's place. When a GET response replaces a live region, this
+ * Keeping the reader's place. When a response replaces a live region, this
  * script first records, inside the region: the window's scroll position, the
  * scroll offsets of scrolled elements, the focused element and its text
- * selection, form controls whose value or ticked state differs from the
- * server's default, and which <details> are open. After the swap it applies
- * each record to the matching element of the new content. Elements match by
- * id. Checkboxes and radios match by name and value (name="task_id"
- * value="42"), links by href, and buttons by their form's action and their
- * text. Other elements match by their path of tag names and positions below
- * the nearest of those, so give ids to what should survive.
- * An element with data-scroll-end (a log) starts scrolled to its end and
- * follows new lines while the reader stays at the end.
+ * selection, which <details> are open, and, for a refresh but not after an
+ * action, form controls whose value or ticked state differs from the
+ * server's default. After the swap it applies each record to the matching
+ * element of the new content. Elements match by id. Checkboxes and radios
+ * match by name and value (name="task_id" value="42"), links by href, and
+ * buttons by their form's action and their text. Other elements match by
+ * their path of tag names and positions below the nearest of those, so give
+ * ids to what should survive. An element with data-scroll-end (a log) starts
+ * scrolled to its end and follows new lines while the reader stays there.
  *
  * The pause control is the button #live-toggle with its status text
  * #live-state. The choice is stored in localStorage, so it applies to every
