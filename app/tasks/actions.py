@@ -177,7 +177,8 @@ def _reload(task_id: int, *, missing_ok: bool = False) -> Task | None:
 def apply(action: str, task_ids: Iterable[int], *, source: str = "code") -> BatchResult:
     """Apply `action` to the tasks `task_ids`, BATCH_SIZE per transaction; return the outcome."""
     check_action(action)
-    unique = list(dict.fromkeys(int(task_id) for task_id in task_ids))
+    # In id order, so that two bulk actions lock shared rows in the same order.
+    unique = sorted({int(task_id) for task_id in task_ids})
     result = BatchResult(action)
     for start in range(0, len(unique), BATCH_SIZE):
         result.merge(_apply_batch(action, unique[start:start + BATCH_SIZE], source))
@@ -191,6 +192,10 @@ def apply_to_matching(action: str, filters: "listing.TaskFilter", *, source: str
     Tasks are taken in id order, BATCH_SIZE at a time, among those whose
     status allows the action. `more` in the result is True when matching
     tasks remain after `max_tasks`.
+
+    NOTE: with a text search in `filters`, each batch reads tasks by id until
+    it finds BATCH_SIZE matches, so a rare text on a large table reads most
+    of it, once per request.
     """
     check_action(action)
     result = BatchResult(action)
