@@ -86,7 +86,7 @@ class LiveServer:
         self._thread.join(timeout=10)
         worker = self.app.extensions.get("taskboard.worker")
         if worker is not None:
-            worker.stop(timeout=5)
+            worker.stop(timeout=1)
 
 
 @pytest.fixture
@@ -218,14 +218,30 @@ def problems():
     return PageProblems()
 
 
-@pytest.fixture
-def page(context, problems):
-    """A page that records its console errors, uncaught exceptions and CSP violations in `problems`."""
+def open_watched_page(context, problems: PageProblems):
+    """Open a page that records its console errors, uncaught exceptions and CSP violations."""
     page = context.new_page()
     page.on("console", problems.record_console_message)
     page.on("pageerror", lambda error: problems.page_errors.append(str(error)))
     page.expose_function("reportCspViolation", problems.record_csp_violation)
     page.add_init_script(CSP_LISTENER_SCRIPT)
-    sync_api.expect.set_options(timeout=TIMEOUT_MS)
     return page
+
+
+@pytest.fixture
+def open_page(context):
+    """Return a function that opens one more watched page and returns it with its PageProblems."""
+
+    def open_page():
+        problems = PageProblems()
+        return open_watched_page(context, problems), problems
+
+    return open_page
+
+
+@pytest.fixture
+def page(context, problems):
+    """A page that records what goes wrong in it in `problems`."""
+    sync_api.expect.set_options(timeout=TIMEOUT_MS)
+    return open_watched_page(context, problems)
 
