@@ -85,7 +85,7 @@ class Sample:
 
 
 def read_sample(app) -> Sample:
-    """Pick the tasks, cursors and names the requests use."""
+    """Pick the tasks, cursors and dates the requests use."""
     from app.extensions import db
     from app.tasks.models import Task, TaskEvent
 
@@ -380,7 +380,10 @@ def load_average() -> list[float]:
 
 
 def check_database(kind: str, app) -> dict[str, int]:
-    """Exit with a clear error unless the database is seeded and at the latest migration."""
+    """Exit with a clear error unless the database is seeded, migrated and indexed as now.
+
+    Return the row count of each seeded table.
+    """
     if not database_exists(kind):
         raise SystemExit(f"error: {kind}: no page benchmark database; "
                          f"create it with python -m bench.seed_pages --database {kind}")
@@ -584,8 +587,24 @@ def _shorten(sql: str) -> str:
     return (head + separator + rest)[:400]
 
 
+def targets_summary(report: dict) -> str:
+    """Return one sentence per database: how many requests met the target, and which missed."""
+    sentences = []
+    for kind, run in report["databases"].items():
+        results = run["results"]
+        missed = [result["url"] for result in results
+                  if result["median_ms"] >= TARGET_MEDIAN_MS or result["statuses"] != [200]]
+        name = "SQLite" if kind == "sqlite" else "PostgreSQL"
+        sentence = (f"{name}: {len(results) - len(missed)} of {len(results)} requests have a "
+                    f"median under {TARGET_MEDIAN_MS:g} ms")
+        if missed:
+            sentence += "; missed: " + ", ".join(f"`{url}`" for url in missed)
+        sentences.append(sentence + ".")
+    return "\n\n".join(sentences)
+
+
 def markdown(report: dict) -> str:
-    parts = [machine_table(report), "", results_table(report)]
+    parts = [machine_table(report), "", results_table(report), "", targets_summary(report)]
     slow = slow_statements(report)
     if slow:
         parts += ["", "Requests over the target, with their slowest statement:", "", slow]
