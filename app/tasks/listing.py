@@ -19,7 +19,7 @@ the window, so the next page goes on searching where this one stopped.
 
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Interval, String, and_, bindparam, cast, func, or_, select
@@ -189,7 +189,6 @@ class TaskListPage:
     window_ended: bool = False
     sort: str = DEFAULT_SORT
     descending: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def sort_expression(sort: str):
@@ -203,10 +202,6 @@ def sort_expression(sort: str):
     if sort == "duration":
         return task_duration()
     raise ValueError(f"unknown sort key {sort!r}; use one of {', '.join(SORT_KEYS)}")
-
-
-def _dialect() -> str:
-    return db.session.get_bind().dialect.name
 
 
 def _key_parameter(value, sort: str):
