@@ -1,9 +1,13 @@
 """The dashboard and task pages in Chromium: submit, watch, cancel and retry."""
 
 import pytest
-from playwright.sync_api import Error, expect
 
 pytestmark = pytest.mark.browser
+
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="Playwright is not installed; run make install-dev")
+expect = sync_api.expect
+Error = sync_api.Error
 
 
 def task_row(page, task_id: int):

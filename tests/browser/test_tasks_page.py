@@ -3,9 +3,12 @@
 import re
 
 import pytest
-from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
+
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="Playwright is not installed; run make install-dev")
+expect = sync_api.expect
 
 
 def list_row(page, task_id: int):
