@@ -521,3 +521,16 @@ def test_bad_filter_with_htmx_gets_422(client):
 
     assert response.status_code == 422
     assert "<li>status must be one of" in html_of(response)
+
+
+def test_page_scope_acts_on_rows_shown(client, app):
+    app.config["PAGE_SIZE"] = 2
+    older, newer, newest = submit(), submit(), submit()
+    html = html_of(client.get("/tasks"))
+    shown = re.findall(r'name="page_task_id" value="(\d+)"', html)
+
+    response = post_action(client, {"action": "cancel", "scope": "page", "page_task_id": shown})
+
+    assert shown == [str(newest), str(newer)]
+    assert "Cancel 2 tasks?" in html_of(response)
+    assert reload(older).status == TaskStatus.PENDING

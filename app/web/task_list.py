@@ -229,13 +229,19 @@ def _parse_action_request() -> ActionRequest:
     else:
         action = form.get("action", "")
         scope = form.get("scope", "selected")
-        task_ids = [_task_id(value, "task_id") for value in form.getlist("task_id")]
+        # "page" acts on every row shown, which the table lists in page_task_id
+        # fields, so that no JavaScript is needed to tick them all.
+        field_name = "page_task_id" if scope == "page" else "task_id"
+        task_ids = [_task_id(value, field_name) for value in form.getlist(field_name)]
+        if scope == "page":
+            scope = "selected"
     try:
         actions.check_action(action)
     except ValueError as error:
         raise BadRequest(f"Invalid action: action {error}, got {action!r}.") from None
     if scope not in ("selected", "matching"):
-        raise BadRequest(f"Invalid scope: scope must be selected or matching, got {scope!r}.")
+        raise BadRequest(
+            f"Invalid scope: scope must be selected, page or matching, got {scope!r}.")
     if len(task_ids) > actions.MAX_SELECTED:
         raise BadRequest(f"Invalid task_id: select at most {actions.MAX_SELECTED} tasks at once, "
                          "or apply the action to every matching task.")
