@@ -41,6 +41,9 @@ COUNT_LIMIT = 10_000
 
 MAX_SEARCH_LENGTH = 200
 
+# The largest BIGINT. Larger numbers make SQLite raise OverflowError when bound.
+MAX_ID = 2**63 - 1
+
 _ID_SEARCH = re.compile(r"#?([0-9]{1,19})")
 
 
@@ -127,7 +130,7 @@ def parse_search(text: str | None) -> dict:
     if "\x00" in text:
         raise ValueError("must not contain a NUL character")
     match = _ID_SEARCH.fullmatch(text)
-    if match and 1 <= int(match.group(1)) <= 2**63 - 1:
+    if match and 1 <= int(match.group(1)) <= MAX_ID:
         return {"task_id": int(match.group(1))}
     return {"search": text}
 
@@ -157,6 +160,8 @@ def decode_cursor(text: str, sort: str, dialect: str) -> Cursor:
     if not separator or not id_text.isascii() or not id_text.isdigit() or len(id_text) > 19:
         raise ValueError("is not a cursor from a page of this list")
     task_id = int(id_text)
+    if not 1 <= task_id <= MAX_ID:
+        raise ValueError("is not a cursor from a page of this list")
     if value_text == "null":
         return Cursor(None, task_id)
     try:
@@ -165,6 +170,8 @@ def decode_cursor(text: str, sort: str, dialect: str) -> Cursor:
             if not value_text.lstrip("-").isdigit() or len(value_text) > 19:
                 raise ValueError(value_text)
             value = int(value_text)
+            if abs(value) > MAX_ID:
+                raise ValueError(value_text)
             if dialect == "postgresql":
                 value = timedelta(microseconds=value)
         else:

@@ -141,7 +141,10 @@ def parse_time(text: str) -> datetime:
         ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=display_zone())
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"must be a time between the years 1 and 9999, got {text!r}") from None
 
 
 def _page_context(list_request: ListRequest) -> dict:
