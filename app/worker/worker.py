@@ -198,9 +198,11 @@ class Worker:
         self._scheduler.add_job(
             self._heartbeat, "interval", seconds=self.heartbeat_interval, id="heartbeat"
         )
+        # The first sample waits one interval, so a worker that starts and
+        # stops within seconds writes nothing beyond its claims and outcomes.
         self._scheduler.add_job(
             self._sample_queues, "interval", seconds=stats.SAMPLE_ATTEMPT_INTERVAL.total_seconds(),
-            id="queue_samples", next_run_time=datetime.now(UTC),
+            id="queue_samples",
         )
         signals.task_submitted.connect(self._on_task_submitted, sender=self.app)
         signals.cancel_requested.connect(self._on_cancel_requested, sender=self.app)
