@@ -71,20 +71,24 @@ def _change_queue(action: str):
     try:
         operation(name, source=QUEUES_PAGE_SOURCE)
     except ValidationError as error:
-        log.info("Queues page %s of queue %r rejected: %s", action, name[:MAX_QUEUE_NAME_LENGTH],
-                 error, extra={"queue": name[:MAX_QUEUE_NAME_LENGTH], "event": f"{action}_rejected"})
-        quoted = name if len(name) <= MAX_QUEUE_NAME_LENGTH else name[:MAX_QUEUE_NAME_LENGTH] + "…"
-        message = (f"Cannot {action} queue {quoted!r}: the queue name "
-                   f"{error.fields.get('queue', 'is invalid')}.") if name else (
-                   f"Cannot {action} a queue: the queue name is missing. Enter the name of a queue.")
-        return _queue_response(name, error=message)
+        short_name = name if len(name) <= MAX_QUEUE_NAME_LENGTH else name[:MAX_QUEUE_NAME_LENGTH] + "…"
+        log.info("Queues page %s of queue %r rejected: %s", action, short_name, error,
+                 extra={"queue": short_name, "event": f"{action}_rejected"})
+        return _queue_response(short_name, error=_rejection_message(action, short_name, error))
 
     if action == "pause":
-        notice = (f"Queue {name} paused. Workers start none of its tasks until it is resumed; "
-                  "tasks already running finish.")
+        notice = (f"Queue {name} paused. Workers start none of its tasks until it is resumed. "
+                  "Tasks already running finish.")
     else:
         notice = f"Queue {name} resumed. Workers start its due tasks again."
     return _queue_response(name, notice=notice)
+
+
+def _rejection_message(action: str, name: str, error: ValidationError) -> str:
+    if not name:
+        return f"Cannot {action} a queue: the queue name is missing. Enter the name of a queue."
+    reason = error.fields.get("queue", "is invalid")
+    return f"Cannot {action} queue {name!r}: the queue name {reason}."
 
 
 def _queue_response(name: str, *, notice: str | None = None, error: str | None = None):
