@@ -114,11 +114,6 @@ def live_server(make_app):
         db.session.remove()
 
 
-# The console errors htmx 2.0 logs when it aborts a request: the event name
-# and the element.
-HTMX_ABORT_LOGS = ("htmx:afterRequest, ", "htmx:sendAbort, ")
-
-
 class PageProblems:
     """Console errors, uncaught exceptions and CSP violations that a page reported.
 
@@ -145,19 +140,9 @@ class PageProblems:
     def record_csp_violation(self, description: str) -> None:
         self.csp_violations.append(description)
 
-    def all(self, ignore_aborted_requests: bool = False) -> list[str]:
-        """Return every problem but the failed loads, one line each.
-
-        htmx logs two console errors when a request is aborted, which happens
-        when a click replaces a refresh in flight. `ignore_aborted_requests`
-        leaves those out, for tests about something else that click on a
-        refreshing page. test_cancel_during_refresh_logs_no_error covers them.
-        """
-        console_errors = self.console_errors
-        if ignore_aborted_requests:
-            console_errors = [text for text in console_errors
-                              if not text.startswith(HTMX_ABORT_LOGS)]
-        return ([f"console error: {text}" for text in console_errors]
+    def all(self) -> list[str]:
+        """Return every problem but the failed loads, one line each."""
+        return ([f"console error: {text}" for text in self.console_errors]
                 + [f"uncaught exception: {text}" for text in self.page_errors]
                 + [f"CSP violation: {text}" for text in self.csp_violations])
 

@@ -146,7 +146,7 @@ def test_bulk_action_nothing_ticked_says_so(page, problems, api):
 
 def test_refresh_keeps_ticks_and_typed_text(page, problems, api):
     """A live refresh that changes a ticked row keeps the tick, and typed text stays."""
-    running = api.submit({"type": "sleep", "params": {"seconds": 1.5}})
+    running = api.submit({"type": "sleep", "params": {"seconds": 3}})
     page.goto("/tasks")
     expect(list_row(page, running).locator(".status")).to_have_text("PROCESSING")
 
