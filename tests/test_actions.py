@@ -5,6 +5,7 @@ operations in app.tasks.actions, the second half the JSON API.
 """
 
 import logging
+import threading
 from datetime import timedelta
 
 import pytest
@@ -369,3 +370,35 @@ def test_api_run_now_event_names_api(client):
     client.post(f"/api/tasks/{task_id}/run-now")
 
     assert "by a person from the API" in last_event(task_id).message
+
+
+# Two people at once
+
+
+def test_concurrent_bulk_cancels_change_each_task_once(app, make_app):
+    ids = [submit() for _ in range(30)]
+    apps = [make_app(), make_app()]
+    results = {}
+    start = threading.Barrier(len(apps))
+
+    def cancel_all(index: int) -> None:
+        with apps[index].app_context():
+            start.wait(timeout=10)
+            results[index] = actions.apply(actions.CANCEL, ids, source=f"the tasks page {index}")
+            db.session.remove()
+
+    threads = [threading.Thread(target=cancel_all, args=(index,)) for index in range(len(apps))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    changed = results[0].changed + results[1].changed
+    skipped = {**results[0].skipped, **results[1].skipped}
+    assert sorted(changed) == ids
+    assert sorted(skipped) == ids
+    assert all(reason == "already CANCELLED" for reason in skipped.values())
+    db.session.rollback()
+    cancelled_events = db.session.scalars(
+        select(TaskEvent.task_id).where(TaskEvent.kind == "cancelled")).all()
+    assert sorted(cancelled_events) == ids
