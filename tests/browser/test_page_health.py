@@ -167,6 +167,20 @@ def test_tasks_page_keyboard_reaches_controls(page, problems, api):
 
 
 @sqlite_only
+def test_task_page_keyboard_reaches_actions(page, problems, api):
+    task_id = api.submit({"type": "sleep", "params": {"seconds": 30}})
+    stop_refreshes(page, f"/tasks/{task_id}")
+    expect(page.get_by_role("button", name="Cancel task")).to_be_visible()
+
+    names = focused_names(page)
+
+    joined = "\n".join(names)
+    for expected in ["a: Dashboard", "button: Cancel task", "a: Every event of this task"]:
+        assert expected in joined, f"{expected!r} not reached with Tab; reached:\n{joined}"
+    assert problems.all() == []
+
+
+@sqlite_only
 def test_skip_link_moves_focus_to_main(page, problems):
     page.goto("/events")
 
