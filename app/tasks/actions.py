@@ -442,12 +442,12 @@ def _after_commit(result: BatchResult, source: str) -> None:
     for task_id in result.stop_requested:
         log.info("Task %s asked to stop by a person from %s", task_id, source,
                  extra={"task_id": task_id, "event": "cancel_requested"})
+        signals.cancel_requested.send(current_app._get_current_object(), task_id=task_id)
     if result.skipped:
         reasons = ", ".join(f"{count} {reason}" for reason, count in result.skip_reasons().items())
         log.info("%s from %s skipped %s tasks (%s): ids %s", action, source, len(result.skipped),
                  reasons, sorted(result.skipped)[:20],
                  extra={"event": f"{action}_skipped", "task_count": len(result.skipped)})
-        signals.cancel_requested.send(current_app._get_current_object(), task_id=task_id)
 
     # One wake-up per queue is enough: a worker that wakes claims every due task.
     for queue_name in sorted(result.queues):
