@@ -402,3 +402,21 @@ def test_concurrent_bulk_cancels_change_each_task_once(app, make_app):
     cancelled_events = db.session.scalars(
         select(TaskEvent.task_id).where(TaskEvent.kind == "cancelled")).all()
     assert sorted(cancelled_events) == ids
+
+
+def test_cancel_many_signals_stop_request(app):
+    from app.tasks import signals
+
+    task_id = running_task()
+    received = []
+
+    def on_cancel(sender, task_id, **extra):
+        received.append(task_id)
+
+    signals.cancel_requested.connect(on_cancel, sender=app)
+    try:
+        actions.apply(actions.CANCEL, [task_id])
+    finally:
+        signals.cancel_requested.disconnect(on_cancel, sender=app)
+
+    assert received == [task_id]
