@@ -420,3 +420,21 @@ def test_cancel_many_signals_stop_request(app):
         signals.cancel_requested.disconnect(on_cancel, sender=app)
 
     assert received == [task_id]
+
+
+def test_run_now_wakes_workers_of_its_queue(app):
+    from app.tasks import signals
+
+    task_id = submit(delay_seconds=600, queue="mail")
+    received = []
+
+    def on_submitted(sender, task_id, due_now, queue=None, **extra):
+        received.append((task_id, due_now, queue))
+
+    signals.task_submitted.connect(on_submitted, sender=app)
+    try:
+        actions.run_now(task_id)
+    finally:
+        signals.task_submitted.disconnect(on_submitted, sender=app)
+
+    assert received == [(task_id, True, "mail")]
