@@ -530,10 +530,10 @@ def test_page_scope_acts_on_rows_shown(client, app):
     app.config["PAGE_SIZE"] = 2
     older, newer, newest = submit(), submit(), submit()
     html = html_of(client.get("/tasks"))
-    shown = re.findall(r'name="page_task_id" value="(\d+)"', html)
+    page_ids = re.findall(r'name="page_task_id" value="(\d+)"', html)
 
-    response = post_action(client, {"action": "cancel", "scope": "page", "page_task_id": shown})
+    response = post_action(client, {"action": "cancel", "scope": "page", "page_task_id": page_ids})
 
-    assert shown == [str(newest), str(newer)]
+    assert page_ids == [str(newest), str(newer)]
     assert "Cancel 2 tasks?" in html_of(response)
     assert reload(older).status == TaskStatus.PENDING

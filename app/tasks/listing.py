@@ -1,7 +1,7 @@
 """The tasks page's query: filters, text search, four sort orders and keyset pagination.
 
 A page ends with a cursor that contains the sort key and the id of its last row,
-and the next page asks for rows after that pair. No query uses OFFSET, so a
+and the next page requests the rows after that pair. No query uses OFFSET, so a
 deep page costs what the first one does, given an index that starts with the
 sort key (see the indexes on Task).
 
