@@ -114,6 +114,19 @@ def test_dashboard_renders_counts(client):
     assert failed and failed.group(1) == "0"
 
 
+def test_dashboard_counts_stop_at_the_limit(app, client, monkeypatch):
+    from app.tasks import listing
+
+    for _ in range(3):
+        submit()
+    monkeypatch.setattr(listing, "COUNT_LIMIT", 2)
+    html = html_of(client.get("/"))
+    assert re.search(r'title="At least 2 tasks; counting stops there">\s*'
+                     r'<span class="count-number">2\+</span>\s*'
+                     r'<span class="status status-pending">PENDING', html)
+    assert re.search(r'<a href="/tasks\?status=FAILED">\s*<span class="count-number">0</span>', html)
+
+
 def test_dashboard_renders_submission_form(client):
     response = client.get("/")
     html = html_of(response)
