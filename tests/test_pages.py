@@ -978,3 +978,87 @@ def test_refresh_interval_floor_100_ms(make_app):
     html = html_of(app.test_client().get("/"))
     body = re.search(r"<body[^>]*>", html).group(0)
     assert 'data-refresh-interval="100"' in body
+
+
+# Run now and delete
+
+
+def scheduled_task(delay_seconds=3600) -> Task:
+    task, _ = queue.submit({"type": "word_count", "params": {"text": "later"},
+                            "delay_seconds": delay_seconds})
+    return task
+
+
+def test_run_now_button_shows_only_for_a_task_scheduled_later(client):
+    later = scheduled_task()
+    due = submit()
+    assert "Run now" in html_of(client.get(f"/tasks/{later.id}"))
+    assert "Run now" not in html_of(client.get(f"/tasks/{due.id}"))
+
+
+def test_run_now_makes_a_scheduled_task_due_and_records_the_person(client):
+    task = scheduled_task()
+    token = csrf_token(client, f"/tasks/{task.id}")
+    response = client.post(f"/tasks/{task.id}/run-now", data={"csrf_token": token},
+                           follow_redirects=True)
+    assert f"Task {task.id} is due now" in html_of(response)
+    assert [claimed.task_id for claimed in queue.claim(WORKER, 1)] == [task.id]
+    messages = [event.message for event in queries.task_events(task.id)]
+    assert any("from the task page" in message for message in messages)
+
+
+def test_run_now_twice_is_refused_without_change(client):
+    task = scheduled_task()
+    token = csrf_token(client, f"/tasks/{task.id}")
+    client.post(f"/tasks/{task.id}/run-now", data={"csrf_token": token})
+    events_before = len(queries.task_events(task.id))
+    response = client.post(f"/tasks/{task.id}/run-now", data={"csrf_token": token},
+                           headers=HTMX)
+    assert response.status_code == 409
+    assert "already due" in html_of(response)
+    assert len(queries.task_events(task.id)) == events_before
+
+
+def test_run_now_of_a_finished_task_names_the_status(client):
+    task = succeeded_task()
+    token = csrf_token(client, f"/tasks/{task.id}")
+    response = client.post(f"/tasks/{task.id}/run-now", data={"csrf_token": token},
+                           headers=HTMX)
+    assert response.status_code == 409
+    assert f"Cannot run task {task.id} now: its status is SUCCEEDED" in html_of(response)
+
+
+def test_delete_asks_for_confirmation_first(client):
+    task = succeeded_task()
+    token = csrf_token(client, f"/tasks/{task.id}")
+    response = client.post(f"/tasks/{task.id}/delete", data={"csrf_token": token})
+    assert response.status_code == 200
+    assert f"Delete task {task.id}?" in html_of(response)
+    assert reload(task.id) is not None
+
+
+def test_delete_confirmed_removes_task_and_events(client):
+    task_id = succeeded_task().id
+    token = csrf_token(client, f"/tasks/{task_id}")
+    response = client.post(f"/tasks/{task_id}/delete",
+                           data={"csrf_token": token, "confirmed": "1"})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/tasks"
+    db.session.rollback()
+    assert db.session.get(Task, task_id) is None
+    assert count_rows("task_events") == 0
+    again = client.post(f"/tasks/{task_id}/delete",
+                        data={"csrf_token": token, "confirmed": "1"})
+    assert again.status_code == 404
+
+
+def test_delete_of_a_running_task_is_refused(client):
+    task = submit()
+    claim_next()
+    token = csrf_token(client, f"/tasks/{task.id}")
+    assert "Delete task" not in html_of(client.get(f"/tasks/{task.id}"))
+    response = client.post(f"/tasks/{task.id}/delete",
+                           data={"csrf_token": token, "confirmed": "1"},
+                           follow_redirects=True)
+    assert "Cannot delete task" in html_of(response)
+    assert reload(task.id).status == TaskStatus.PROCESSING

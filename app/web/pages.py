@@ -24,7 +24,15 @@ from flask_wtf.csrf import CSRFError
 from markupsafe import escape
 from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 
-from app.tasks import InvalidTransition, TaskError, TaskNotFound, ValidationError, queries, queue
+from app.tasks import (
+    InvalidTransition,
+    TaskError,
+    TaskNotFound,
+    ValidationError,
+    actions,
+    queries,
+    queue,
+)
 from app.tasks import registry as task_registry
 from app.tasks.queue import RetryLimitReached
 
@@ -287,7 +295,10 @@ def _task_or_404(task_id: int):
 def _task_context(task) -> dict:
     """Return what the task page shows: the task, its attempts and its history."""
     task_attempts, history = load_attempts(task)
-    return {"task": task, "attempts": task_attempts, "history": history}
+    waiting = task.status in actions.ACTION_STATUSES[actions.RUN_NOW]
+    return {"task": task, "attempts": task_attempts, "history": history,
+            "can_run_now": waiting and task.run_at > datetime.now(UTC),
+            "can_delete": task.status in actions.DELETABLE_STATUSES}
 
 
 @bp.get("/tasks/<int:task_id>")
@@ -316,13 +327,44 @@ def retry_task(task_id: int):
     return _act_on_task(task_id, "retry")
 
 
+@bp.post("/tasks/<int:task_id>/run-now")
+def run_task_now(task_id: int):
+    """Make a task that waits for its run_at or its backoff due now."""
+    return _act_on_task(task_id, "run now")
+
+
+@bp.post("/tasks/<int:task_id>/delete")
+def delete_task(task_id: int):
+    """Delete a task and its events, after a confirmation page."""
+    if request.form.get("confirmed") != "1":
+        return render_template("task_delete_confirm.html", task=_task_or_404(task_id))
+    try:
+        actions.delete_task(task_id, source=TASK_PAGE_SOURCE)
+    except TaskNotFound:
+        raise NotFound(f"Task {task_id} not found; it may have been deleted already.") from None
+    except InvalidTransition as error:
+        flash(f"Cannot delete task {task_id}: its status is {error.status}. "
+              "Cancel it first, then delete it once it shows CANCELLED.", "error")
+        return redirect(url_for(".task_detail", task_id=task_id), code=303)
+    flash(f"Task {task_id} deleted, with its events.", "success")
+    return redirect(url_for("task_list.tasks"), code=303)
+
+
+# Each task page action, with the queue operation that does it.
+TASK_PAGE_OPERATIONS = {
+    "cancel": queue.cancel,
+    "retry": queue.retry,
+    "run now": actions.run_now,
+}
+
+
 def _act_on_task(task_id: int, action: str):
-    operation = queue.cancel if action == "cancel" else queue.retry
+    operation = TASK_PAGE_OPERATIONS[action]
     try:
         task = operation(task_id, source=TASK_PAGE_SOURCE)
     except TaskNotFound:
         raise NotFound(f"Task {task_id} not found, so there is nothing to {action}.") from None
-    except (InvalidTransition, RetryLimitReached) as error:
+    except (InvalidTransition, RetryLimitReached, actions.AlreadyDue) as error:
         log.info("Task page %s of task %s rejected: %s", action, task_id, error,
                  extra={"task_id": task_id, "event": f"{action}_rejected"})
         return _action_response(task_id, error=_rejection_message(action, error))
@@ -332,6 +374,9 @@ def _act_on_task(task_id: int, action: str):
 def _rejection_message(action: str, error: TaskError) -> str:
     if isinstance(error, InvalidTransition):
         allowed = _or_list(error.allowed)
+        if action == "run now":
+            return (f"Cannot run task {error.task_id} now: its status is {error.status}, "
+                    f"and only {allowed} tasks wait to run.")
         done = "cancelled" if action == "cancel" else "retried"
         return (f"Cannot {action} task {error.task_id}: its status is {error.status}, "
                 f"and only {allowed} tasks can be {done}.")
@@ -347,6 +392,8 @@ def _or_list(items: list[str]) -> str:
 
 
 def _action_message(action: str, task) -> str:
+    if action == "run now":
+        return f"Task {task.id} is due now; the next free worker runs it."
     if action == "retry":
         return f"Task {task.id} requeued; attempt {task.attempts + 1} is due now."
     if task.status == "PROCESSING":
