@@ -1076,6 +1076,77 @@ def test_late_outcome_after_reclaim_raises(app, now):
     assert _reload(task.id).status == TaskStatus.PROCESSING
 
 
+def test_succeed_many_stores_batch_in_order(app, now):
+    tasks = [_submit(now=now) for _ in range(3)]
+    claims = queue.claim(WORKER, 3, now=now)
+    results = [{"n": 1}, "two", None]
+
+    lost = queue.succeed_many(zip(claims, results), now=now + timedelta(seconds=1))
+
+    stored = [_reload(task.id) for task in tasks]
+    assert lost == []
+    assert [task.status for task in stored] == [TaskStatus.SUCCEEDED] * 3
+    assert [task.result for task in stored] == results
+    assert [task.finished_at for task in stored] == [now + timedelta(seconds=1)] * 3
+    assert [task.locked_by for task in stored] == [None] * 3
+    assert [_kinds(task.id) for task in tasks] == [["submitted", "started", "succeeded"]] * 3
+
+
+def test_succeed_many_lost_and_new_attempt_of_one_task(app, now):
+    # The lease of attempt 1 ran out and the same worker claimed attempt 2;
+    # both outcomes reach one batch. Only attempt 2 may succeed.
+    task = _submit(now=now)
+    old_claim = _claim_one(now)
+    later = now + timedelta(hours=1)
+    queue.recover_expired_leases(now=later)
+    new_claim = _claim_one(later + timedelta(minutes=1))
+
+    lost = queue.succeed_many([(old_claim, "late"), (new_claim, "fresh")],
+                              now=later + timedelta(minutes=2))
+
+    stored = _reload(task.id)
+    succeeded = [event for event in _events(task.id) if event.kind == "succeeded"]
+    assert lost == [old_claim]
+    assert stored.status == TaskStatus.SUCCEEDED
+    assert stored.result == "fresh"
+    assert [event.attempt for event in succeeded] == [2]
+
+
+def test_succeed_many_invalid_result_writes_nothing(app, now):
+    task = _submit(now=now)
+    other = _submit(now=now)
+    first, second = queue.claim(WORKER, 2, now=now)
+
+    with pytest.raises(InvalidResult):
+        queue.succeed_many([(first, "fine"), (second, {"not json": {1, 2}})], now=now)
+
+    assert _reload(task.id).status == TaskStatus.PROCESSING
+    assert _reload(other.id).status == TaskStatus.PROCESSING
+    assert _kinds(task.id) == ["submitted", "started"]
+
+
+def test_fail_many_returns_status_per_attempt(app, now, slow_backoff):
+    retried = _submit(now=now, max_attempts=3)
+    failed = _submit(now=now, max_attempts=3)
+    stale = _submit(now=now)
+    claims = queue.claim(WORKER, 3, now=now)
+    by_task = {claim.task_id: claim for claim in claims}
+
+    statuses = queue.fail_many([
+        queue.AttemptFailure(by_task[retried.id], "RuntimeError: flaky"),
+        queue.AttemptFailure(by_task[failed.id], "ValueError: bad input", retryable=False),
+        queue.AttemptFailure(replace(by_task[stale.id], worker_id=OTHER_WORKER), "Late: lost"),
+    ], now=now)
+
+    assert statuses == [TaskStatus.RETRYING, TaskStatus.FAILED, None]
+    assert _reload(retried.id).last_error == "RuntimeError: flaky"
+    assert _reload(failed.id).finished_at == now
+    assert _reload(stale.id).status == TaskStatus.PROCESSING
+    assert _kinds(retried.id) == ["submitted", "started", "retry_scheduled"]
+    assert _kinds(failed.id) == ["submitted", "started", "failed"]
+    assert _kinds(stale.id) == ["submitted", "started"]
+
+
 def test_recover_expired_leases_respects_limit(app, now):
     for _ in range(3):
         _submit(now=now)

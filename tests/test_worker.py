@@ -439,6 +439,8 @@ def test_two_workers_run_each_task_once(app, make_app, start_worker, register_ty
     def record(ctx):
         with lock:
             runs.append((ctx.task_id, ctx.worker_id))
+        # Long enough that the first worker is still busy when the second starts.
+        time.sleep(0.005)
 
     register_type(TaskType("record", handler=record))
     task_ids = [_submit(type="record") for _ in range(200)]
@@ -570,6 +572,108 @@ def test_worker_heartbeat_keeps_long_task(make_app, start_worker):
         assert task.attempts == 1
         assert task.result == {"slept_seconds": 2.0}
         assert "lease_expired" not in _kinds(task_id)
+
+
+def test_worker_reuses_handler_threads(app, start_worker, register_type):
+    threads = []
+    register_type(TaskType("note_thread",
+                           handler=lambda ctx: threads.append(threading.get_ident())))
+    task_ids = [_submit(type="note_thread") for _ in range(12)]
+    start_worker(app, concurrency=2)
+
+    tasks = [_wait_until_final(task_id) for task_id in task_ids]
+
+    assert [task.status for task in tasks] == [TaskStatus.SUCCEEDED] * 12
+    assert len(threads) == 12
+    assert len(set(threads)) <= 2
+
+
+def _submit_after_fast_task(count: int, task_type: str) -> list[int]:
+    """Submit a no-op, then `count` tasks of `task_type`, due in that order.
+
+    A worker runs the no-op first, alone in its first claim. Its handler
+    returns at once, so the worker then claims ahead of its free slots.
+    """
+    _submit()
+    return [_submit(type=task_type) for _ in range(count)]
+
+
+def _count_processing() -> int:
+    db.session.rollback()
+    return db.session.scalar(
+        select(func.count()).select_from(Task).where(Task.status == TaskStatus.PROCESSING))
+
+
+def test_worker_prefetch_holds_claims_beyond_slots(app, start_worker, register_type, gates):
+    release = gates()
+    register_type(TaskType("gate", handler=lambda ctx: release.wait(10) and "ok"))
+    task_ids = _submit_after_fast_task(6, "gate")
+    worker = start_worker(app, concurrency=1, prefetch=3)
+
+    # The first claim after the no-op takes 3 or 4 tasks: 4 once the no-op's
+    # outcome is stored, 3 while it still waits in the recorder.
+    wait_for(lambda: _count_processing() >= 3, timeout=5)
+    held = worker.running_count
+    processing = _count_processing()
+    release.set()
+    tasks = [_wait_until_final(task_id) for task_id in task_ids]
+
+    assert held == processing
+    assert 3 <= held <= 4
+    assert [task.status for task in tasks] == [TaskStatus.SUCCEEDED] * 6
+    assert [task.attempts for task in tasks] == [1] * 6
+
+
+def test_worker_stop_releases_prefetched_claims_at_once(app, start_worker, register_type, gates):
+    release = gates()
+    register_type(TaskType("gate", handler=lambda ctx: release.wait(10) and "ok"))
+    task_ids = _submit_after_fast_task(4, "gate")
+    worker = start_worker(app, concurrency=1, prefetch=3)
+    wait_for(lambda: _count_processing() >= 3, timeout=5)
+    claimed = [task_id for task_id in task_ids if _reload(task_id).status == "PROCESSING"]
+
+    stopper = threading.Thread(target=worker.stop, kwargs={"timeout": 10})
+    stopper.start()
+    # The claims that wait for the one handler thread go back before it returns.
+    wait_for(lambda: _count_processing() == 1, timeout=5)
+    release.set()
+    stopper.join(10)
+
+    tasks = [_reload(task_id) for task_id in claimed]
+    assert not stopper.is_alive()
+    assert Counter(task.status for task in tasks) == {
+        TaskStatus.PENDING: len(claimed) - 1, TaskStatus.SUCCEEDED: 1}
+    for task in tasks:
+        if task.status == TaskStatus.PENDING:
+            assert task.attempts == 0
+            assert _kinds(task.id) == ["submitted", "started", "requeued"]
+
+
+def test_worker_cancelled_prefetched_claim_never_runs(app, start_worker, register_type, gates):
+    release = gates()
+    ran = []
+
+    def gate(ctx):
+        ran.append(ctx.task_id)
+        release.wait(10)
+        return "ok"
+
+    register_type(TaskType("gate", handler=gate))
+    task_ids = _submit_after_fast_task(4, "gate")
+    start_worker(app, concurrency=1, prefetch=3)
+    wait_for(lambda: _count_processing() >= 3 and ran, timeout=5)
+    cancelled_id = next(task_id for task_id in task_ids
+                        if task_id not in ran and _reload(task_id).status == "PROCESSING")
+
+    queue.cancel(cancelled_id, source="test")
+    release.set()
+    tasks = {task_id: _wait_until_final(task_id) for task_id in task_ids}
+
+    assert tasks[cancelled_id].status == TaskStatus.CANCELLED
+    assert tasks[cancelled_id].last_error == "TaskCancelled: cancelled by a person"
+    assert cancelled_id not in ran
+    assert sorted(ran) == sorted(set(task_ids) - {cancelled_id})
+    assert _kinds(cancelled_id) == ["submitted", "started", "log", "cancelled"]
 
 
 def test_worker_stop_waits_for_running_attempt(app, make_app, register_type):

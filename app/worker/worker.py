@@ -95,6 +95,14 @@ WATCHDOG_MAX_SLEEP = 1.0
 # held back from other workers while they wait for a free slot here.
 PREFETCH_MAX_HANDLER_SECONDS = 0.05
 
+# The prefetch is sized so that its attempts take the handler threads about
+# this many seconds, at the running average duration: an estimate of how
+# long a prefetched attempt waits before its handler starts.
+PREFETCH_TARGET_SECONDS = 0.1
+
+# Prefetched attempts per slot at most, unless the Worker is given its own limit.
+DEFAULT_PREFETCH_PER_SLOT = 25
+
 # Weight of the latest attempt in the running average of handler durations.
 HANDLER_SECONDS_WEIGHT = 0.2
 
@@ -124,10 +132,11 @@ class Worker:
     - an APScheduler background scheduler renews the leases of held attempts
       (the heartbeat) and wakes the worker when a retry it scheduled falls due.
 
-    While handlers return quickly, the worker holds up to `prefetch` claimed
-    attempts beyond its free slots, so that one claim covers many tasks.
-    Their leases are renewed like those of running attempts, and a stopping
-    worker releases them at once.
+    While handlers return quickly, the worker holds claimed attempts beyond
+    its free slots, so that one claim covers many tasks: as many as its
+    handlers finish in about PREFETCH_TARGET_SECONDS, and `prefetch` at
+    most. Their leases are renewed like those of running attempts, and a
+    stopping worker releases them at once.
     """
 
     def __init__(
@@ -149,7 +158,9 @@ class Worker:
             poll_interval = config["WORKER_POLL_INTERVAL"]
         self.concurrency = int(concurrency)
         self.poll_interval = float(poll_interval)
-        self.prefetch = 4 * self.concurrency if prefetch is None else int(prefetch)
+        if prefetch is None:
+            prefetch = DEFAULT_PREFETCH_PER_SLOT * self.concurrency
+        self.prefetch = int(prefetch)
         self.heartbeat_interval = float(config["HEARTBEAT_INTERVAL"])
         self.queues = list(queues) if queues else None
         if self.concurrency < 1:
@@ -390,18 +401,16 @@ class Worker:
     # Claiming
 
     def _claim_loop(self) -> None:
-        # One application context for the thread's life, not one per poll.
-        with self.app.app_context():
-            next_poll = time.monotonic()
-            while not self._stopping.is_set():
-                delay = next_poll - time.monotonic()
-                if delay > 0:
-                    self._wake.wait(delay)
-                if self._stopping.is_set():
-                    return
-                # Cleared before the poll, so that a wake-up during it leads to another.
-                self._wake.clear()
-                next_poll = time.monotonic() + self.poll_interval
+        next_poll = time.monotonic()
+        while not self._stopping.is_set():
+            delay = next_poll - time.monotonic()
+            if delay > 0:
+                self._wake.wait(delay)
+            if self._stopping.is_set():
+                return
+            self._wake.clear()
+            next_poll = time.monotonic() + self.poll_interval
+            with self.app.app_context():
                 self._poll()
 
     def _poll(self) -> None:
@@ -455,8 +464,13 @@ class Worker:
         with self.app.app_context():
             return self._claim_once(self.concurrency - self.running_count)
 
-    def _prefetching(self) -> bool:
-        return self.prefetch > 0 and self._handler_seconds < PREFETCH_MAX_HANDLER_SECONDS
+    def _prefetch_now(self) -> int:
+        """Return how many attempts to hold beyond the slots, given how fast handlers return."""
+        seconds = self._handler_seconds
+        if self.prefetch == 0 or seconds >= PREFETCH_MAX_HANDLER_SECONDS:
+            return 0
+        fitting = self.concurrency * PREFETCH_TARGET_SECONDS / max(seconds, 1e-6)
+        return min(self.prefetch, int(fitting))
 
     def _room(self) -> int:
         """Return how many attempts to claim now: 0 until enough room for a batch is free.
@@ -466,12 +480,15 @@ class Worker:
         fills the slots and the prefetch in one claim.
         """
         held = self.running_count
-        if self._prefetching():
-            return self.concurrency + self.prefetch - held if held <= self.concurrency else 0
+        prefetch = self._prefetch_now()
+        if prefetch:
+            return self.concurrency + prefetch - held if held <= self.concurrency else 0
         return max(0, self.concurrency - held)
 
     def _claim_while_room(self) -> None:
         while not self._stopping.is_set():
+            # A wake-up that arrives during the claim below leads to one more.
+            self._wake.clear()
             room = self._room()
             if room <= 0:
                 return
