@@ -6,9 +6,8 @@ Revises: 0005
 The dashboard table, its htmx partial and GET /api/tasks list tasks newest
 first by id, and filter by status. Without this index SQLite reads every
 task of the status through ix_tasks_status_created_at and sorts them, which
-took 0.4 s for the 58,000 FAILED tasks of the page benchmark's seed
-(bench/pages.py on 2 shared cores). With it, a page reads 51 index entries. SQLite also counts tasks per status from this
-index, the smallest that contains the status.
+took 0.4 to 0.7 s for the 58,000 FAILED tasks of the page benchmark's seed
+(bench/pages.py on 2 shared cores). With it, a page reads 51 index entries.
 
 """
 from alembic import op
