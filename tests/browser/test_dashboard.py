@@ -230,3 +230,19 @@ def test_dashboard_shows_other_clients_tasks(page, problems, api):
     expect(succeeded_count.locator(".count-number")).to_have_text("1")
     assert_same_document(page)
     assert problems.all() == []
+
+
+def test_type_select_arrow_keys_log_no_error(page, problems):
+    """Arrow keys on the type select fetch fields for each type they pass, and the last one shows."""
+    page.goto("/")
+    select = page.get_by_label("Task type")
+    select.select_option("fail")
+    expect(page.get_by_label("Message")).to_be_visible()
+
+    select.focus()
+    for _ in range(3):
+        page.keyboard.press("ArrowDown")
+
+    expect(select).to_have_value("sleep")
+    expect(page.get_by_label("Seconds", exact=True)).to_be_visible()
+    assert problems.all() == []
