@@ -30,8 +30,8 @@ PLAYWRIGHT_MISSING = "Playwright is not installed; run make install-dev"
 CHROMIUM_PATH = os.environ.get("TASKBOARD_TEST_CHROMIUM") or "/usr/bin/chromium"
 
 # Milliseconds that any single Playwright action or expectation may take.
-# A task in these tests finishes in well under a second, so this only bounds
-# how long a failing test hangs.
+# Every state that the tests wait for comes within a few seconds, so this
+# only bounds how long a failing test hangs.
 TIMEOUT_MS = 15_000
 
 # Settings of the served application, on top of the suite's BASE_CONFIG (fast
@@ -60,6 +60,7 @@ def browser():
     reason = _chromium_reason()
     if reason:
         pytest.skip(reason)
+    sync_api.expect.set_options(timeout=TIMEOUT_MS)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM_PATH, timeout=TIMEOUT_MS, headless=True)
@@ -235,6 +236,5 @@ def open_page(context):
 @pytest.fixture
 def page(context, problems):
     """A page that records what goes wrong in it in `problems`."""
-    sync_api.expect.set_options(timeout=TIMEOUT_MS)
     return open_watched_page(context, problems)
 
