@@ -2,11 +2,11 @@
 
     .venv-bench/bin/python -m bench.engine_check --tasks 2000 --runs 3
 
-It runs the same drain as `make bench` (bench/throughput.py: no-op tasks
-submitted one at a time, then `flask worker` processes started to drain
-them) for Taskboard alone, and prints each run rather than medians, so
-that the noise of a shared machine shows. Compare worker CPU ms/task
-first: on a busy machine it moves less than tasks/s.
+It runs the drain of `make bench` (bench/throughput.py) for Taskboard
+alone: no-op tasks submitted one at a time, then `flask worker` processes
+started to drain them. Each run is printed, not only medians, so that the
+noise of a shared machine shows. Compare worker CPU ms/task first,
+because on a busy machine it moves less than tasks/s.
 """
 
 import argparse

@@ -1092,7 +1092,7 @@ def test_succeed_many_stores_batch_in_order(app, now):
     assert [_kinds(task.id) for task in tasks] == [["submitted", "started", "succeeded"]] * 3
 
 
-def test_succeed_many_lost_and_new_attempt_of_one_task(app, now):
+def test_succeed_many_rejects_lost_attempt(app, now):
     # The lease of attempt 1 ran out and the same worker claimed attempt 2;
     # both outcomes reach one batch. Only attempt 2 may succeed.
     task = _submit(now=now)

@@ -611,7 +611,7 @@ def fail_many(failures: Iterable[AttemptFailure], *,
     with write_transaction() as session:
         # Locked, so that a cancel request cannot land between reading the
         # flag and the UPDATE, and be lost. Locked in id order, so that two
-        # batches cannot deadlock.
+        # batches lock the rows they share in the same order.
         rows = {row.id: row for row in session.execute(
             select(t.c.id, t.c.attempts, t.c.locked_by, t.c.max_attempts, t.c.cancel_requested,
                    t.c.queue)

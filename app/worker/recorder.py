@@ -94,8 +94,8 @@ class OutcomeRecorder:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        # One application context for the thread's life: pushing one per
-        # batch costs more than the batch's own bookkeeping.
+        # One application context for the thread's life, so that a batch
+        # does not pay for pushing one.
         with self.app.app_context():
             stopping = False
             while not stopping:

@@ -591,9 +591,10 @@ class Worker:
         thread.start()
 
     def _handler_loop(self) -> None:
-        """Run attempts one after another until told to stop or until this thread is abandoned."""
+        """Run attempts one after another, until the stop marker None or a given-up attempt."""
         # One application context for the thread's life; the session a
         # handler used is removed after each attempt.
+        # NOTE: flask.g is not reset between the attempts of one thread.
         with self.app.app_context():
             try:
                 while True:
