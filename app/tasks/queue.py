@@ -259,6 +259,11 @@ WITH due AS (
 SELECT {_CLAIM_RETURNING} FROM claimed
 """
 
+# Without ANALYZE statistics, SQLite's planner claimed through
+# ix_tasks_claim and sorted the whole backlog. INDEXED BY makes it read the
+# partial index in claim order. NOT INDEXED makes the UPDATE find each
+# chosen row by its id instead of scanning the status index. RETURNING and
+# UPDATE ... FROM need SQLite 3.35 or later.
 _SQLITE_CLAIM = f"""
 UPDATE tasks NOT INDEXED
 SET status = '{TaskStatus.PROCESSING}', attempts = attempts + 1, locked_by = :worker_id,
