@@ -83,6 +83,26 @@ sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @sqlite_only
+def test_pages_fit_phone_width(browser, live_server, api):
+    """At 390 px no page scrolls sideways, because wide tables scroll inside their own box."""
+    seed_mixed_tasks(api)
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 390, "height": 844})
+    found = {}
+    try:
+        page = context.new_page()
+        for path in PAGES:
+            page.goto(path)
+            expect(page.get_by_role("heading", level=1)).to_be_visible()
+            page_width = page.evaluate("document.documentElement.scrollWidth")
+            if page_width > 390:
+                found[path] = page_width
+    finally:
+        context.close()
+
+    assert found == {}
+
+
+@sqlite_only
 def test_csp_violation_is_detected(page, problems):
     """The CSP listener works: an inline script that the policy blocks is reported."""
     page.goto("/events")
