@@ -1,4 +1,4 @@
-"""The dashboard and task pages in Chromium: submit, watch, cancel and retry."""
+"""The dashboard and task pages in Chromium: submit, watch, cancel, retry, run now and delete."""
 
 import pytest
 
@@ -245,4 +245,32 @@ def test_type_select_arrow_keys_log_no_error(page, problems):
 
     expect(select).to_have_value("sleep")
     expect(page.get_by_label("Seconds", exact=True)).to_be_visible()
+    assert problems.all() == []
+
+
+def test_run_now_from_task_page(page, problems, api):
+    task_id = api.submit({"type": "noop", "delay_seconds": 3600})
+    page.goto(f"/tasks/{task_id}")
+    status = task_status(page)
+    expect(status).to_have_text("PENDING")
+
+    page.get_by_role("button", name="Run now").click()
+
+    expect(status).to_have_text("SUCCEEDED")
+    expect(page.get_by_role("button", name="Run now")).to_have_count(0)
+    assert problems.all() == []
+
+
+def test_delete_from_task_page_after_confirmation(page, problems, api, live_server):
+    task_id = api.submit({"type": "noop"})
+    api.wait_until_finished([task_id])
+    page.goto(f"/tasks/{task_id}")
+
+    page.get_by_role("button", name="Delete task…").click()
+
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Delete task {task_id}?")
+    page.get_by_role("button", name=f"Delete task {task_id}").click()
+    expect(page).to_have_url(f"{live_server.url}/tasks")
+    expect(page.locator(".flash-success")).to_have_text(f"Task {task_id} deleted, with its events.")
+    assert page.request.get(f"/api/tasks/{task_id}").status == 404
     assert problems.all() == []
