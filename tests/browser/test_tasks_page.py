@@ -160,3 +160,27 @@ def test_refresh_keeps_ticks_and_typed_text(page, problems, api):
     expect(search).to_have_value("not submitted yet")
     expect(search).to_be_focused()
     assert problems.all() == []
+
+
+def test_filter_and_bulk_retry_without_javascript(browser, live_server, api):
+    """With scripts off, the filter form and the bulk action still work as plain forms."""
+    failed, _ = seed_failed_and_succeeded(api)
+    context = browser.new_context(base_url=live_server.url, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto("/tasks")
+        page.get_by_label("Status").select_option("FAILED")
+        page.get_by_role("button", name="Show tasks").click()
+        expect(page).to_have_url(re.compile(r"/tasks\?(.*&)?status=FAILED"))
+        expect(page.locator("#task-list tbody tr")).to_have_count(3)
+
+        tick_box(page, failed[1]).check()
+        page.get_by_label("Action", exact=True).select_option("retry")
+        page.get_by_role("button", name="Apply to ticked tasks").click()
+        page.get_by_role("button", name="Yes, retry 1 task").click()
+
+        expect(page.locator(".flash-success")).to_contain_text("1 task retried")
+    finally:
+        context.close()
+    tasks = api.wait_until_finished(failed)
+    assert [task["attempts"] for task in tasks] == [1, 2, 1]
