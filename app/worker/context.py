@@ -9,6 +9,10 @@ from app.tasks.queue import Claim
 
 log = logging.getLogger(__name__)
 
+# Guards the creation of each context's stop event against a stop request
+# from another thread; held only for a few instructions.
+_EVENT_LOCK = threading.Lock()
+
 
 class TaskContext:
     """The running attempt, as its handler sees it.
@@ -21,9 +25,12 @@ class TaskContext:
 
     def __init__(self, claim: Claim):
         self.claim = claim
-        self._stop = threading.Event()
         self.stop_reason: str | None = None
         self.abandoned = False
+        self._stop_requested = False
+        # Created on the first wait(), because most handlers never wait and
+        # an Event per attempt showed in the worker's profile.
+        self._stop_event: threading.Event | None = None
 
     @property
     def task_id(self) -> int:
@@ -44,20 +51,31 @@ class TaskContext:
     @property
     def cancelled(self) -> bool:
         """Whether the handler should stop: cancelled, timed out or lease lost."""
-        return self._stop.is_set()
+        return self._stop_requested
 
     def request_stop(self, reason: str) -> None:
-        if not self._stop.is_set():
+        with _EVENT_LOCK:
+            if self._stop_requested:
+                return
             self.stop_reason = reason
-            self._stop.set()
+            self._stop_requested = True
+            event = self._stop_event
+        if event is not None:
+            event.set()
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to `seconds`; return True at once if the handler should stop."""
-        return self._stop.wait(seconds)
+        with _EVENT_LOCK:
+            if self._stop_event is None:
+                self._stop_event = threading.Event()
+                if self._stop_requested:
+                    self._stop_event.set()
+            event = self._stop_event
+        return event.wait(seconds)
 
     def check_cancelled(self) -> None:
         """Raise TaskCancelled if the handler should stop."""
-        if self._stop.is_set():
+        if self._stop_requested:
             raise TaskCancelled(self.stop_reason or "cancelled")
 
     def progress(self, percent: float, message: str | None = None) -> None:
