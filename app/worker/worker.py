@@ -136,7 +136,8 @@ class Worker:
     its free slots, so that one claim covers many tasks: as many as its
     handlers finish in about PREFETCH_TARGET_SECONDS, and `prefetch` at
     most. Their leases are renewed like those of running attempts, and a
-    stopping worker releases them at once.
+    stopping worker releases them at once. A prefetched task is PROCESSING,
+    with `started_at` set by the claim, before its handler starts.
     """
 
     def __init__(
