@@ -35,8 +35,11 @@ def main() -> None:
             for database in databases:
                 result = drain_run(f"taskboard-{database}", args.tasks, count)
                 commits = (result.get("postgres_per_task") or {}).get("commits")
+                rate = result["steady_per_second"]
+                # None when every task finished before the first count saw one.
+                steady = "n/a" if rate is None else f"{rate:.0f}"
                 print(f"{result['system']:<22}{count:>6}{run:>5}"
-                      f"{result['steady_per_second']:>10.0f}{result['drain_per_second']:>10.0f}"
+                      f"{steady:>10}{result['drain_per_second']:>10.0f}"
                       f"{result['worker_cpu_ms_per_task']:>12.2f}"
                       f"{'' if commits is None else format(commits, '.2f'):>14}", flush=True)
 

@@ -34,6 +34,11 @@ def machine_table(report: dict) -> str:
     return _table(["", ""], rows)
 
 
+def _format(value: float | None, spec: str) -> str:
+    """Format a measurement, or "n/a" where a run could not measure it."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def throughput_tables(report: dict) -> str:
     summary = report["throughput"]["summary"]
     rows = []
@@ -41,7 +46,7 @@ def throughput_tables(report: dict) -> str:
         postgres = row.get("postgres_per_task") or {}
         rows.append([
             row["system"], row["processes"], f"{row['submit_per_second']:,.0f}",
-            f"{row['drain_per_second']:,.0f}", f"{row['steady_per_second']:,.0f}",
+            f"{row['drain_per_second']:,.0f}", _format(row["steady_per_second"], ",.0f"),
             f"{row['worker_cpu_ms_per_task']:.2f}", f"{row['worker_peak_rss_mib']:.0f}",
             f"{postgres['commits']:.2f}" if postgres else "",
         ])
@@ -52,10 +57,11 @@ def throughput_tables(report: dict) -> str:
     rows = []
     for row in summary["ratios"]:
         target = TARGET_RATIOS[row["peer"]]
-        met = "met" if row["steady_per_second_ratio"] >= target else "missed"
+        steady = row["steady_per_second_ratio"]
+        met = "not measured" if steady is None else "met" if steady >= target else "missed"
         rows.append([f"{row['taskboard']} / {row['peer']}", row["processes"],
                      f"{row['submit_per_second_ratio']:.2f}", f"{row['drain_per_second_ratio']:.2f}",
-                     f"{row['steady_per_second_ratio']:.2f}", f"≥ {target:g}: {met}"])
+                     _format(steady, ".2f"), f"≥ {target:g}: {met}"])
     ratios = _table(["Taskboard / peer", "worker processes", "submit", "drain (from launch)",
                      "drain (from first finished)", "target on drain"], rows)
 
@@ -64,7 +70,7 @@ def throughput_tables(report: dict) -> str:
         for processes in report["settings"]["processes"]:
             values = [run["steady_per_second"] for run in report["throughput"]["runs"]
                       if run["system"] == key and run["processes"] == processes]
-            runs.append([key, processes, ", ".join(f"{value:,.0f}" for value in values)])
+            runs.append([key, processes, ", ".join(_format(value, ",.0f") for value in values)])
     spread = _table(["system", "worker processes", "drain tasks/s of each run (from first finished)"],
                     runs)
     return f"{medians}\n\n{ratios}\n\n{spread}"

@@ -61,6 +61,24 @@ def run_throughput(settings: dict, systems: list[str]) -> list[dict]:
     return results
 
 
+def _median_of_measured(values) -> float | None:
+    """Return the median of the values that are not None, or None if there are none.
+
+    The rate from the first finished task is None for a run that finished
+    every task before the benchmark's first count saw any.
+    """
+    measured = [value for value in values if value is not None]
+    return median(measured) if measured else None
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    return None if ours is None or theirs is None else ours / theirs
+
+
+def _format(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def summarize_throughput(results: list[dict]) -> dict:
     summary = {}
     for key in SYSTEMS:
@@ -74,7 +92,7 @@ def summarize_throughput(results: list[dict]) -> dict:
                 "runs": len(runs),
                 "submit_per_second": median(r["submit_per_second"] for r in runs),
                 "drain_per_second": median(r["drain_per_second"] for r in runs),
-                "steady_per_second": median(r["steady_per_second"] for r in runs),
+                "steady_per_second": _median_of_measured(r["steady_per_second"] for r in runs),
                 "worker_cpu_ms_per_task": median(r["worker_cpu_ms_per_task"] for r in runs),
                 "worker_peak_rss_mib": median(max(r["worker_peak_rss_mib"]) for r in runs),
                 "postgres_per_task": runs[len(runs) // 2].get("postgres_per_task"),
@@ -87,7 +105,7 @@ def summarize_throughput(results: list[dict]) -> dict:
                 continue
             ratios.append({
                 "taskboard": taskboard, "peer": peer, "processes": processes,
-                **{f"{measure}_ratio": ours[measure] / theirs[measure]
+                **{f"{measure}_ratio": _ratio(ours[measure], theirs[measure])
                    for measure in ("submit_per_second", "drain_per_second", "steady_per_second")},
             })
     return {"medians": summary, "ratios": ratios}
@@ -124,14 +142,15 @@ def print_summary(report: dict) -> None:
                      f"{'steady/s':>10}{'cpu ms/task':>12}{'peak MiB':>10}")
         for row in throughput["summary"]["medians"].values():
             lines.append(f"{row['system']:<22}{row['processes']:>6}{row['submit_per_second']:>10.0f}"
-                         f"{row['drain_per_second']:>10.0f}{row['steady_per_second']:>10.0f}"
+                         f"{row['drain_per_second']:>10.0f}"
+                         f"{_format(row['steady_per_second'], '.0f'):>10}"
                          f"{row['worker_cpu_ms_per_task']:>12.2f}{row['worker_peak_rss_mib']:>10.1f}")
         lines.append("")
         lines.append(f"{'Taskboard / peer':<40}{'procs':>6}{'submit':>8}{'drain':>8}{'steady':>8}")
         for row in throughput["summary"]["ratios"]:
             lines.append(f"{row['taskboard'] + ' / ' + row['peer']:<40}{row['processes']:>6}"
                          f"{row['submit_per_second_ratio']:>8.2f}{row['drain_per_second_ratio']:>8.2f}"
-                         f"{row['steady_per_second_ratio']:>8.2f}")
+                         f"{_format(row['steady_per_second_ratio'], '.2f'):>8}")
         lines.append("")
     for row in report.get("raw_sql", []):
         index = "with claim-order index" if row["claim_order_index"] else "Taskboard's schema"
