@@ -58,7 +58,12 @@ def throughput_tables(report: dict) -> str:
     for row in summary["ratios"]:
         target = TARGET_RATIOS[row["peer"]]
         steady = row["steady_per_second_ratio"]
-        met = "not measured" if steady is None else "met" if steady >= target else "missed"
+        if steady is None:
+            met = "not measured"
+        elif steady >= target:
+            met = "met"
+        else:
+            met = "missed"
         rows.append([f"{row['taskboard']} / {row['peer']}", row["processes"],
                      f"{row['submit_per_second_ratio']:.2f}", f"{row['drain_per_second_ratio']:.2f}",
                      _format(steady, ".2f"), f"≥ {target:g}: {met}"])
