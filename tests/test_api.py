@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from app.extensions import db
 from app.tasks import queries, queue
-from conftest import count_rows
+from conftest import count_rows, wait_for
 
 WORD_COUNT = {"type": "word_count", "params": {"text": "one two three"}}
 
@@ -425,6 +425,20 @@ def test_task_events_oldest_first(client):
     assert [event["kind"] for event in events] == ["submitted", "cancelled", "requeued"]
     assert [event["id"] for event in events] == sorted(event["id"] for event in events)
     assert datetime.fromisoformat(events[0]["created_at"]).utcoffset() is not None
+
+
+def test_task_events_carry_each_failed_attempt_traceback(client):
+    task = submit(client).json
+    for number in (1, 2):
+        [claim] = wait_for(lambda: queue.claim("worker-a", 1), timeout=5)
+        queue.fail(claim, f"OSError: try {number}", f"Traceback:\n  try {number}")
+
+    events = client.get(f"/api/tasks/{task['id']}/events").json["events"]
+
+    retries = [event for event in events if event["kind"] == "retry_scheduled"]
+    assert [event["traceback"] for event in retries] == ["Traceback:\n  try 1",
+                                                         "Traceback:\n  try 2"]
+    assert all(event["traceback"] is None for event in events if event not in retries)
 
 
 def test_task_events_only_that_task(client):

@@ -141,11 +141,12 @@ def test_error_text_from_outcome_message(message, error):
     assert attempt.error_text == error
 
 
-def test_last_traceback_goes_to_its_attempt(app):
+def test_each_failed_attempt_keeps_its_traceback(app):
     task = fail_until_success(2)
     attempts, _ = attempts_of(task.id)
     assert attempts[0].error is None
     assert attempts[0].failed
+    assert attempts[0].traceback.endswith("attempt 1")
     assert attempts[1].error == "ConnectionError: refused on attempt 2"
     assert attempts[1].traceback.endswith("attempt 2")
     assert attempts[2].error is None
@@ -263,7 +264,7 @@ def test_task_page_attempt_error_in_details(client):
     second = attempt_block(html, 2)
     assert '<details class="error-details" id="attempt-1-error">' in first
     assert "refused on attempt 1" in first
-    assert "Only the task's latest error keeps its traceback." in first
+    assert '<pre class="traceback">Traceback (most recent call last):\n  attempt 1</pre>' in first
     assert '<details class="error-details" id="attempt-2-error" open>' in second
     assert '<pre class="traceback">Traceback (most recent call last):\n  attempt 2</pre>' in second
     assert "error-details" not in attempt_block(html, 3)

@@ -255,6 +255,8 @@ class TaskEvent(db.Model):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(200))
     message: Mapped[str] = mapped_column(Text, default="")
+    # Set on the event that ends a failed attempt, so that each attempt keeps its own.
+    traceback: Mapped[str | None] = mapped_column(Text)
     created_at = mapped_column(UTCDateTime, nullable=False)
 
     task = relationship("Task", back_populates="events")
@@ -271,6 +273,7 @@ class TaskEvent(db.Model):
             "attempt": self.attempt,
             "worker_id": self.worker_id,
             "message": self.message,
+            "traceback": self.traceback,
             "created_at": isoformat(self.created_at),
         }
 

@@ -85,7 +85,9 @@ def _notify_workers(session, queue_name: str) -> None:
 
 
 def _event_row(task_id, kind: EventKind, *, attempt: int, message: str, now: datetime,
-               worker_id: str | None = None, level: EventLevel | None = None) -> dict:
+               worker_id: str | None = None, level: EventLevel | None = None,
+               traceback: str | None = None) -> dict:
+    # Every row has the same keys, so that a list of them inserts as one executemany.
     return {
         "task_id": task_id,
         "kind": kind.value,
@@ -93,6 +95,7 @@ def _event_row(task_id, kind: EventKind, *, attempt: int, message: str, now: dat
         "attempt": attempt,
         "worker_id": worker_id,
         "message": message[:MAX_MESSAGE_LENGTH],
+        "traceback": traceback,
         "created_at": now,
     }
 
@@ -644,7 +647,7 @@ def fail_many(failures: Iterable[AttemptFailure], *,
                 continue
             events.append(_event_row(
                 claim.task_id, outcome.kind, attempt=claim.attempt, worker_id=claim.worker_id,
-                message=outcome.message, now=now))
+                message=outcome.message, now=now, traceback=failure.traceback))
             recorded.append((claim, outcome, row.queue))
             statuses.append(TaskStatus(outcome.values["status"]))
         _write_events(session, events)

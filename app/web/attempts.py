@@ -161,6 +161,7 @@ def derive_attempts(task, events, log_totals: dict[int, int] | None = None
             attempt.outcome_kind = EventKind(event.kind)
             attempt.outcome_message = event.message
             attempt.ended_at = event.created_at
+            attempt.traceback = event.traceback
         else:
             history.append(("event", event))
 
@@ -210,8 +211,8 @@ def _attach_last_error(task, attempts: list[Attempt]) -> None:
 
     The event that ends a failed attempt quotes its error, so the latest
     failed attempt whose message contains the error's first line is the one
-    it came from. NOTE: the task row keeps only the last traceback, so earlier
-    failed attempts show the error from their event message alone.
+    it came from. Each attempt's traceback comes from its outcome event; the
+    task's copy fills in for events written before events kept tracebacks.
     """
     if not task.last_error:
         return
@@ -219,5 +220,6 @@ def _attach_last_error(task, attempts: list[Attempt]) -> None:
     for attempt in reversed(attempts):
         if attempt.outcome_kind in ERROR_OUTCOMES and first_line in attempt.outcome_message:
             attempt.error = task.last_error
-            attempt.traceback = task.last_traceback
+            if attempt.traceback is None:
+                attempt.traceback = task.last_traceback
             return
