@@ -62,6 +62,9 @@ TASK_COLUMNS = (
 TASK_TIME_COLUMNS = frozenset({"lease_expires_at", "created_at", "run_at", "started_at",
                                "finished_at"})
 EVENT_COLUMNS = ("id", "task_id", "kind", "level", "attempt", "worker_id", "message", "created_at")
+# Migration 0008 added task_events.traceback: the traceback of the attempt
+# that the event ends. It is written when the table has it.
+EVENT_TRACEBACK = "traceback"
 
 # Queues with their share of submissions. The reports queue was paused
 # REPORTS_PAUSED_FOR before the snapshot, so its newer tasks wait as a backlog.
@@ -346,7 +349,8 @@ class Planner:
             plan.log_windows.append((attempt, start, end, worker))
             plan.events.append((end, "retry_scheduled", "warning", attempt, worker,
                                 f"Attempt {attempt} of {row['max_attempts']} failed: {error}. "
-                                f"Retrying in {(run_at - end) / MICROSECONDS:.1f} s."))
+                                f"Retrying in {(run_at - end) / MICROSECONDS:.1f} s.",
+                                traceback))
             row.update(started_at=start, run_at=run_at)
         row.update(status="RETRYING", attempts=attempts, last_error=error,
                    last_traceback=traceback)
@@ -412,7 +416,8 @@ class Planner:
             if attempt < max_attempts:
                 delay = _retry_delay(rng, attempt)
                 plan.events.append((end, "retry_scheduled", "warning", attempt, worker,
-                                    f"{header} Retrying in {delay / MICROSECONDS:.1f} s."))
+                                    f"{header} Retrying in {delay / MICROSECONDS:.1f} s.",
+                                    traceback))
                 due = end + delay
                 row["run_at"] = due
                 if due >= shape.now:
@@ -421,7 +426,7 @@ class Planner:
                 continue
 
             plan.events.append((end, "failed", "error", attempt, worker,
-                                f"{header} No attempts left."))
+                                f"{header} No attempts left.", traceback))
             row.update(status="FAILED", finished_at=end)
             if requeued or rng.random() >= 0.08:
                 return plan
@@ -559,9 +564,10 @@ def generate(shape: Shape, lifecycle_events: int, windows: int) -> Iterator[tupl
 
 
 def _event_row(event_id: int, item) -> dict:
-    _, task_id, _, (time_, kind, level, attempt, worker, message) = item
+    _, task_id, _, (time_, kind, level, attempt, worker, message, *traceback) = item
     return {"id": event_id, "task_id": task_id, "kind": kind, "level": level,
-            "attempt": attempt, "worker_id": worker, "message": message, "created_at": time_}
+            "attempt": attempt, "worker_id": worker, "message": message, "created_at": time_,
+            EVENT_TRACEBACK: traceback[0] if traceback else None}
 
 
 def queue_samples(shape: Shape) -> Iterator[dict]:
@@ -626,8 +632,24 @@ def task_values(row: dict, format_time, true, false) -> tuple:
     return tuple(values)
 
 
-def event_values(row: dict, format_time) -> tuple:
-    return tuple(format_time(row[c]) if c == "created_at" else row[c] for c in EVENT_COLUMNS)
+def event_values(row: dict, format_time, columns=EVENT_COLUMNS) -> tuple:
+    return tuple(format_time(row[c]) if c == "created_at" else row[c] for c in columns)
+
+
+def event_columns(kind: str) -> tuple[str, ...]:
+    """Return the task_events columns the seed writes: EVENT_COLUMNS, and the traceback if present."""
+    if kind == "sqlite":
+        connection = sqlite3.connect(SQLITE_PATH)
+        try:
+            names = {row[1] for row in connection.execute("PRAGMA table_info(task_events)")}
+        finally:
+            connection.close()
+    else:
+        with psycopg.connect(database_url(kind)) as connection:
+            names = {name for (name,) in connection.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = 'task_events'")}
+    return EVENT_COLUMNS + ((EVENT_TRACEBACK,) if EVENT_TRACEBACK in names else ())
 
 
 # Database handling
@@ -870,6 +892,7 @@ def _workers_and_queues(shape: Shape) -> tuple[list[dict], list[dict]]:
 
 
 def seed_sqlite(shape: Shape, lifecycle_events: int, windows: int, *, with_samples: bool) -> None:
+    columns = event_columns("sqlite")
     connection = sqlite3.connect(SQLITE_PATH, isolation_level=None)
     try:
         # The seed is rebuilt from scratch after a crash, so it needs
@@ -888,15 +911,15 @@ def seed_sqlite(shape: Shape, lifecycle_events: int, windows: int, *, with_sampl
         progress = Progress("sqlite", shape.tasks, shape.events)
         task_sql = (f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})")
-        event_sql = (f"INSERT INTO task_events ({', '.join(EVENT_COLUMNS)}) "
-                     f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})")
+        event_sql = (f"INSERT INTO task_events ({', '.join(columns)}) "
+                     f"VALUES ({', '.join('?' * len(columns))})")
         batches = {"task": [], "event": []}
         statements = {"task": task_sql, "event": event_sql}
         for kind, row in generate(shape, lifecycle_events, windows):
             if kind == "task":
                 batches[kind].append(task_values(row, sqlite_time, 1, 0))
             else:
-                batches[kind].append(event_values(row, sqlite_time))
+                batches[kind].append(event_values(row, sqlite_time, columns))
             progress.count(kind)
             if len(batches[kind]) >= 20_000:
                 connection.executemany(statements[kind], batches[kind])
@@ -946,6 +969,7 @@ def seed_sqlite_samples(connection, shape: Shape) -> None:
 def seed_postgresql(shape: Shape, lifecycle_events: int, windows: int, *,
                     with_samples: bool) -> None:
     url = database_url("postgresql")
+    columns = event_columns("postgresql")
     # Tasks and events stream out of one generator in step, so each table
     # gets its own connection and COPY. The foreign key is dropped for the
     # load and added back afterwards, which checks every row at once.
@@ -971,12 +995,12 @@ def seed_postgresql(shape: Shape, lifecycle_events: int, windows: int, *,
         tasks_cursor, events_cursor = tasks_connection.cursor(), events_connection.cursor()
         with tasks_cursor.copy(f"COPY tasks ({', '.join(TASK_COLUMNS)}) FROM STDIN") as tasks_copy, \
                 events_cursor.copy(
-                    f"COPY task_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as events_copy:
+                    f"COPY task_events ({', '.join(columns)}) FROM STDIN") as events_copy:
             for kind, row in generate(shape, lifecycle_events, windows):
                 if kind == "task":
                     tasks_copy.write_row(task_values(row, postgres_time, True, False))
                 else:
-                    events_copy.write_row(event_values(row, postgres_time))
+                    events_copy.write_row(event_values(row, postgres_time, columns))
                 progress.count(kind)
         tasks_connection.commit()
         events_connection.commit()
@@ -1031,21 +1055,56 @@ def vacuum_analyze() -> None:
 
 
 def seed_extras(kind: str, shape: Shape, counts: dict[str, int]) -> None:
-    """Fill queue_samples when a migration added the table after the main seed."""
-    if counts.get("queue_samples") != 0:
-        return
-    print(f"{kind}: filling queue_samples", flush=True)
+    """Fill what migrations added after the main seed: queue_samples and event tracebacks."""
+    if counts.get("queue_samples") == 0:
+        print(f"{kind}: filling queue_samples", flush=True)
+        if kind == "sqlite":
+            connection = sqlite3.connect(SQLITE_PATH)
+            try:
+                with connection:
+                    seed_sqlite_samples(connection, shape)
+            finally:
+                connection.close()
+        else:
+            with psycopg.connect(database_url(kind)) as connection:
+                seed_postgresql_samples(connection, shape)
+            vacuum_analyze()
+    if EVENT_TRACEBACK in event_columns(kind):
+        fill_event_tracebacks(kind)
+
+
+# The events that end an attempt whose handler raised, as the seed words them.
+# A fresh seed stores the attempt's traceback on each; in a database seeded
+# before the column existed, the task's last traceback is the same text,
+# because every raising attempt of a seeded task raises the same error.
+_RAISED_EVENTS = ("kind IN ('retry_scheduled', 'failed') "
+                  "AND message LIKE '%failed: RuntimeError:%'")
+
+
+def fill_event_tracebacks(kind: str) -> None:
+    """Copy each task's last traceback onto its raised-attempt events, unless any has one."""
     if kind == "sqlite":
-        connection = sqlite3.connect(SQLITE_PATH)
+        connection = sqlite3.connect(SQLITE_PATH, isolation_level=None)
         try:
-            with connection:
-                seed_sqlite_samples(connection, shape)
+            if connection.execute("SELECT 1 FROM task_events WHERE traceback IS NOT NULL "
+                                  "LIMIT 1").fetchone():
+                return
+            print(f"{kind}: filling task_events.traceback", flush=True)
+            connection.execute(
+                "UPDATE task_events SET traceback = (SELECT last_traceback FROM tasks "
+                f"WHERE tasks.id = task_events.task_id) WHERE {_RAISED_EVENTS}")
         finally:
             connection.close()
-    else:
-        with psycopg.connect(database_url(kind)) as connection:
-            seed_postgresql_samples(connection, shape)
-        vacuum_analyze()
+        return
+    with psycopg.connect(database_url(kind), autocommit=True) as connection:
+        if connection.execute("SELECT 1 FROM task_events WHERE traceback IS NOT NULL "
+                              "LIMIT 1").fetchone():
+            return
+        print(f"{kind}: filling task_events.traceback", flush=True)
+        connection.execute(
+            "UPDATE task_events SET traceback = tasks.last_traceback FROM tasks "
+            f"WHERE tasks.id = task_events.task_id AND {_RAISED_EVENTS}")
+        connection.execute("VACUUM (ANALYZE) task_events")
 
 
 def prepare(kind: str, shape: Shape, *, reset: bool, upgrade_only: bool,
