@@ -66,7 +66,9 @@ def queue_list():
     for overview in overviews:
         state = "paused" if overview.paused else "running"
         limit = overview.concurrency_limit or "none"
-        counts = ", ".join(f"{status} {count}" for status, count in overview.counts.items() if count)
+        counts = ", ".join(
+            f"{status} {count:,}{'' if overview.counts_exact.get(status, True) else '+'}"
+            for status, count in overview.counts.items() if count)
         click.echo(f"{overview.name}: {state}, limit {limit}; {counts or 'no tasks'}")
 
 

@@ -129,6 +129,21 @@ def test_list_queues_counts_and_oldest_waiting(app):
     assert overviews["empty"].oldest_waiting_at is None
 
 
+def test_list_queues_counts_stop_at_limit(app, monkeypatch):
+    for name in ("mail", "mail", "mail", "reports", "zeta"):
+        _submit(name)
+    monkeypatch.setattr(queue_control, "COUNT_LIMIT", 2)
+
+    overviews = {o.name: o for o in queue_control.list_queues()}
+
+    assert sorted(overviews) == ["mail", "reports", "zeta"]
+    assert overviews["mail"].counts[TaskStatus.PENDING] == 2
+    assert overviews["mail"].counts_exact[TaskStatus.PENDING] is False
+    assert overviews["reports"].counts[TaskStatus.PENDING] == 1
+    assert overviews["reports"].counts_exact[TaskStatus.PENDING] is True
+    assert overviews["mail"].to_dict()["counts_exact"]["PENDING"] is False
+
+
 def test_api_pause_and_resume(client):
     _submit("reports")
 

@@ -5,7 +5,7 @@ so a change holds for all workers from their next poll on.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -20,6 +20,9 @@ from .submission import QUEUE_NAME
 
 log = logging.getLogger(__name__)
 
+# Where the task counts of one queue and status stop, as on the tasks page.
+COUNT_LIMIT = 10_000
+
 
 @dataclass(frozen=True)
 class QueueOverview:
@@ -28,6 +31,8 @@ class QueueOverview:
     concurrency_limit: int | None
     counts: dict[str, int]
     oldest_waiting_at: datetime | None
+    # False for a status whose count stopped at COUNT_LIMIT.
+    counts_exact: dict[str, bool] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -35,6 +40,7 @@ class QueueOverview:
             "paused": self.paused,
             "concurrency_limit": self.concurrency_limit,
             "counts": self.counts,
+            "counts_exact": self.counts_exact,
             "oldest_waiting_at": (
                 None if self.oldest_waiting_at is None else self.oldest_waiting_at.isoformat()
             ),
@@ -119,13 +125,23 @@ def claim_rules(session, *, lock: bool) -> tuple[set[str], dict[str, int]]:
 
 
 def list_queues() -> list[QueueOverview]:
-    """Return every queue that has tasks or settings, with counts per status."""
+    """Return every queue that has tasks or settings, with counts per status.
+
+    Each count stops after COUNT_LIMIT tasks, and `counts_exact` says which
+    stopped: a full count of a queue with a million finished tasks would read
+    a million index entries on every request.
+    """
     session = db.session()
     counts: dict[str, dict[str, int]] = {}
-    for name, status, count in session.execute(
-        select(Task.queue, Task.status, func.count()).group_by(Task.queue, Task.status)
-    ):
-        counts.setdefault(name, {s.value: 0 for s in TaskStatus})[status] = count
+    exact: dict[str, dict[str, bool]] = {}
+    for status in TaskStatus:
+        for name in _queues_with(session, status.value):
+            found = session.scalar(select(func.count()).select_from(
+                select(Task.id).where(Task.status == status.value, Task.queue == name)
+                .limit(COUNT_LIMIT + 1).subquery()))
+            counts.setdefault(name, _zero_counts())[status.value] = min(found, COUNT_LIMIT)
+            exact.setdefault(name, {s.value: True for s in TaskStatus})[status.value] = (
+                found <= COUNT_LIMIT)
     oldest = dict(session.execute(
         select(Task.queue, func.min(Task.run_at))
         .where(Task.status.in_(CLAIMABLE_STATUSES))
@@ -140,7 +156,27 @@ def list_queues() -> list[QueueOverview]:
             name=name,
             paused=bool(state and state.paused),
             concurrency_limit=state.concurrency_limit if state else None,
-            counts=counts.get(name, {s.value: 0 for s in TaskStatus}),
+            counts=counts.get(name, _zero_counts()),
             oldest_waiting_at=oldest.get(name),
+            counts_exact=exact.get(name, {s.value: True for s in TaskStatus}),
         ))
     return overviews
+
+
+def _zero_counts() -> dict[str, int]:
+    return {status.value: 0 for status in TaskStatus}
+
+
+def _queues_with(session, status: str) -> list[str]:
+    """Return the queues that have tasks in `status`, in name order.
+
+    Each step seeks the next name in ix_tasks_status_queue, so the cost grows
+    with the number of queues, not with the number of tasks.
+    """
+    names = []
+    name = session.scalar(select(func.min(Task.queue)).where(Task.status == status))
+    while name is not None:
+        names.append(name)
+        name = session.scalar(
+            select(func.min(Task.queue)).where(Task.status == status, Task.queue > name))
+    return names
