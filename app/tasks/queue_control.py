@@ -20,7 +20,7 @@ from .submission import QUEUE_NAME
 
 log = logging.getLogger(__name__)
 
-# Where the task counts of one queue and status stop, as on the tasks page.
+# The highest task count per queue and status; the tasks page stops at the same number.
 COUNT_LIMIT = 10_000
 
 
@@ -127,7 +127,7 @@ def claim_rules(session, *, lock: bool) -> tuple[set[str], dict[str, int]]:
 def list_queues() -> list[QueueOverview]:
     """Return every queue that has tasks or settings, with counts per status.
 
-    Each count stops after COUNT_LIMIT tasks, and `counts_exact` says which
+    Each count stops after COUNT_LIMIT tasks, and `counts_exact` marks which
     stopped: a full count of a queue with a million finished tasks would read
     a million index entries on every request.
     """
