@@ -4,11 +4,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from app import MIGRATIONS_DIRECTORY, create_app
 from app.database import INDEXES_AUTOGENERATE_SKIPS, include_in_autogenerate
 from app.extensions import db
+from app.tasks import queue
 from conftest import BASE_CONFIG
 
 TABLES = {"tasks", "task_events", "workers", "queues", "queue_samples"}
@@ -133,3 +134,53 @@ def test_downgrade_to_base_drops_tables(tmp_path):
         db.engine.dispose()
 
     assert tables & TABLES == set()
+
+
+def _sqlite_rows(sql: str) -> list:
+    return [tuple(row) for row in db.session.execute(text(sql))]
+
+
+def test_autoincrement_rebuild_keeps_rows_and_indexes(tmp_path):
+    app, _ = _empty_sqlite_app(tmp_path)
+
+    with app.app_context():
+        upgrade(revision="0008")
+        task_ids = [queue.submit({"type": "noop"})[0].id for _ in range(3)]
+        indexes_before = _sqlite_rows(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'")
+        events_before = _sqlite_rows("SELECT * FROM task_events ORDER BY id")
+        db.session.commit()
+
+        upgrade()
+        indexes_after = _sqlite_rows(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'")
+        events_after = _sqlite_rows("SELECT * FROM task_events ORDER BY id")
+        table_sql = _sqlite_rows("SELECT sql FROM sqlite_master WHERE name = 'tasks'")[0][0]
+        foreign_keys = _sqlite_rows("PRAGMA foreign_keys")[0][0]
+        db.session.execute(text("DELETE FROM tasks WHERE id = :id"), {"id": task_ids[-1]})
+        db.session.commit()
+        next_id = queue.submit({"type": "noop"})[0].id
+        db.engine.dispose()
+
+    assert "AUTOINCREMENT" in table_sql
+    assert sorted(indexes_after) == sorted(indexes_before)
+    assert events_after == events_before
+    assert foreign_keys == 1
+    assert next_id == task_ids[-1] + 1
+
+
+def test_autoincrement_downgrade_restores_plain_key(tmp_path):
+    app, _ = _empty_sqlite_app(tmp_path)
+
+    with app.app_context():
+        upgrade()
+        queue.submit({"type": "noop"})
+        downgrade(revision="0008")
+        db.session.commit()
+        table_sql = _sqlite_rows("SELECT sql FROM sqlite_master WHERE name = 'tasks'")[0][0]
+        events = _sqlite_rows("SELECT count(*) FROM task_events")[0][0]
+        db.engine.dispose()
+
+    assert "AUTOINCREMENT" not in table_sql
+    assert "CONSTRAINT pk_tasks PRIMARY KEY (id)" in table_sql
+    assert events == 1

@@ -123,6 +123,8 @@ class Task(db.Model):
         Index("ix_tasks_type_duration", "type", task_duration(), "id"),
         # The dashboard table and GET /api/tasks: a status filter, newest id first.
         Index("ix_tasks_status_id", "status", "id"),
+        # A deleted task's id is never given to a new task on SQLite either.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
