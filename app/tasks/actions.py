@@ -445,7 +445,8 @@ def _after_commit(result: BatchResult, source: str) -> None:
         signals.cancel_requested.send(current_app._get_current_object(), task_id=task_id)
     if result.skipped:
         reasons = ", ".join(f"{count} {reason}" for reason, count in result.skip_reasons().items())
-        log.info("%s from %s skipped %s tasks (%s): ids %s", action, source, len(result.skipped),
+        log.info("%s from %s skipped %s (%s): ids %s", action, source,
+                 _tasks_text(len(result.skipped)),
                  reasons, sorted(result.skipped)[:20],
                  extra={"event": f"{action}_skipped", "task_count": len(result.skipped)})
 
@@ -455,3 +456,7 @@ def _after_commit(result: BatchResult, source: str) -> None:
         first = result.changed[0]
         signals.task_submitted.send(current_app._get_current_object(), task_id=first,
                                     due_now=True, queue=queue_name)
+
+
+def _tasks_text(count: int) -> str:
+    return "1 task" if count == 1 else f"{count:,} tasks"

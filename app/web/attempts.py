@@ -34,7 +34,9 @@ ERROR_MATCH_LENGTH = 200
 # The message of a failed attempt's event, as app/tasks/queue.py writes it:
 # "Attempt 2 of 3 failed: ValueError: bad input. Retrying in 4.0 s."
 FAILED_MESSAGE = re.compile(
-    r"^Attempt \d+ of \d+ failed: (?P<error>.*?)"
+    # The queue ends the error with a full stop when it has none, so that the
+    # next sentence reads apart: the error is shown without it.
+    r"^Attempt \d+ of \d+ failed: (?P<error>.*?)\.?"
     r"(?: Retrying in [\d.]+ s\.| No attempts left\.| The error is not retryable\.)?$",
     re.DOTALL,
 )

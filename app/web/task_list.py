@@ -8,6 +8,7 @@ JavaScript. Every change goes through app.tasks.actions, which records that
 a person made it from the tasks page.
 """
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -383,8 +384,11 @@ def parse_bulk_body(data: dict) -> tuple[str, list[int], listing.TaskFilter | No
     for name in sorted(set(data) - {"action", "ids", "filter"}):
         errors[name] = "is not a known field (known: action, ids, filter)"
     action = data.get("action")
-    if not isinstance(action, str) or action not in actions.ACTIONS:
+    if action is None:
         errors["action"] = f"is required: one of {', '.join(actions.ACTIONS)}"
+    elif not isinstance(action, str) or action not in actions.ACTIONS:
+        errors["action"] = (f"is invalid: must be one of {', '.join(actions.ACTIONS)}, "
+                            f"got {json.dumps(action)}")
     if ("ids" in data) == ("filter" in data):
         errors["ids"] = "give exactly one of ids (a list of task ids) or filter (an object)"
         raise ValidationError(errors)
