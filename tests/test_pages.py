@@ -871,6 +871,7 @@ def test_htmx_config_fits_csp(client):
     assert config["includeIndicatorStyles"] is False
     assert config["allowEval"] is False
     assert {"code": "422", "swap": True} in config["responseHandling"]
+    assert "style" not in config["attributesToSettle"]
 
 
 def test_static_htmx_served(client):
@@ -1062,3 +1063,22 @@ def test_delete_of_a_running_task_is_refused(client):
                            follow_redirects=True)
     assert "Cannot delete task" in html_of(response)
     assert reload(task.id).status == TaskStatus.PROCESSING
+
+
+# The hint shown while no worker runs
+
+
+def test_dashboard_says_when_no_worker_runs(client):
+    html = html_of(client.get("/"))
+    assert "No worker is running" in html
+
+
+def test_dashboard_hint_gone_with_a_live_worker(client):
+    from app.tasks import worker_registry
+
+    worker_registry.register_worker("worker-live", hostname="host", pid=1, queues=None,
+                                    concurrency=1)
+    assert "No worker is running" not in html_of(client.get("/"))
+    partial = html_of(client.get("/partials/tasks", headers=HTMX))
+    assert '<div id="worker-hint" hx-swap-oob="true">' in partial
+    assert "No worker is running" not in partial

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from app.extensions import db
 
@@ -62,6 +62,16 @@ def beat(worker_id: str) -> bool:
 def unregister_worker(worker_id: str) -> None:
     with write_transaction() as session:
         session.execute(delete(WorkerProcess).where(WorkerProcess.id == worker_id))
+
+
+def live_worker_count(now: datetime | None = None) -> int:
+    """Return how many registered workers sent a heartbeat within LEASE_SECONDS."""
+    session = db.session()
+    now = clock(session, now)
+    stale_after = timedelta(seconds=float(current_app.config["LEASE_SECONDS"]))
+    return session.scalar(
+        select(func.count()).select_from(WorkerProcess)
+        .where(WorkerProcess.heartbeat_at >= now - stale_after))
 
 
 def list_workers(now: datetime | None = None) -> list[WorkerStatus]:

@@ -32,6 +32,7 @@ from app.tasks import (
     actions,
     queries,
     queue,
+    worker_registry,
 )
 from app.tasks import registry as task_registry
 from app.tasks.queue import RetryLimitReached
@@ -65,6 +66,10 @@ HTMX_CONFIG = {
     "allowEval": False,
     "allowScriptTags": False,
     "historyRestoreAsHxRequest": False,
+    # Settling copies these attributes from the old element to the new one.
+    # The CSP forbids style attributes, so copying "style" (htmx's default
+    # includes it) would report a violation whenever something set one.
+    "attributesToSettle": ["class", "width", "height"],
     "responseHandling": [
         {"code": "204", "swap": False},
         {"code": "[23]..", "swap": True},
@@ -199,6 +204,7 @@ def _tasks_context() -> dict:
         "status_values": queries.STATUS_VALUES,
         "type_names": type_names,
         "counts": queries.status_counts(),
+        "live_workers": worker_registry.live_worker_count(),
     }
 
 
