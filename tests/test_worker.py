@@ -183,6 +183,18 @@ def test_worker_sleep_task_succeeds_with_progress(app, start_worker):
     assert task.progress == 100
 
 
+def test_worker_sleep_task_writes_log_lines(app, start_worker):
+    task_id = _submit(type="sleep", params={"seconds": 1.2})
+    start_worker(app)
+
+    _wait_until_final(task_id)
+    lines = [event.message for event in queries.task_events(task_id) if event.kind == "log"]
+
+    assert lines[0] == "Sleeping for 1.2 s"
+    assert len(lines) >= 3
+    assert all(line.startswith("Slept ") for line in lines[1:])
+
+
 # Custom handlers
 
 
@@ -293,7 +305,10 @@ def test_worker_cancel_running_sleep_task(app, start_worker):
     assert task.last_traceback is None
     assert task.finished_at is not None
     assert task.locked_by is None
-    assert _kinds(task_id) == ["submitted", "started", "log", "cancelled"]
+    # Two log lines: the handler's first line and the cancel request, in either order.
+    kinds = _kinds(task_id)
+    assert [kind for kind in kinds if kind != "log"] == ["submitted", "started", "cancelled"]
+    assert kinds.count("log") == 2
 
 
 def test_worker_handler_sees_cancel_flag(app, start_worker, register_type, gates):

@@ -25,7 +25,9 @@ def noop(ctx):
     },
 )
 def sleep(ctx, seconds):
+    ctx.log(f"Sleeping for {seconds:g} s")
     started = time.monotonic()
+    logged_tenths = 0
     while True:
         elapsed = time.monotonic() - started
         if elapsed >= seconds:
@@ -35,6 +37,10 @@ def sleep(ctx, seconds):
         elapsed = min(time.monotonic() - started, seconds)
         percent = 100 * elapsed / seconds if seconds else 100
         ctx.progress(percent, f"{elapsed:.1f} of {seconds:g} s")
+        # A log line at each tenth of the way, so the task page has lines to show live.
+        if int(percent // 10) > logged_tenths:
+            logged_tenths = int(percent // 10)
+            ctx.log(f"Slept {elapsed:.1f} of {seconds:g} s")
     return {"slept_seconds": seconds}
 
 
