@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import delete, select, update
 
 from app.extensions import db
 
@@ -27,7 +27,13 @@ from .errors import InvalidTransition, TaskError, TaskNotFound
 from .lifecycle import CLAIMABLE_STATUSES, TERMINAL_STATUSES, EventKind, EventLevel, TaskStatus
 from .lifecycle import Transition, sources
 from .models import MAX_ATTEMPTS_LIMIT, Task, TaskEvent
-from .queue import RetryLimitReached, _event_row, _write_events, notify_workers
+from .queue import (
+    RetryLimitReached,
+    _event_row,
+    _requeue_values,
+    _write_events,
+    notify_workers,
+)
 from .session import clock, write_transaction
 from .timeutil import utcnow
 
@@ -327,17 +333,7 @@ def _retry(session, ids: list[int], source: str, now: datetime) -> BatchResult:
         update(t)
         .where(t.c.id.in_(ids), t.c.status.in_(sorted(sources(Transition.REQUEUE))),
                t.c.attempts < MAX_ATTEMPTS_LIMIT)
-        .values(
-            status=TaskStatus.PENDING.value,
-            run_at=now,
-            finished_at=None,
-            cancel_requested=False,
-            progress=0,
-            progress_message=None,
-            # A task that used all its attempts gets one more, as queue.retry gives it.
-            max_attempts=case((t.c.attempts >= t.c.max_attempts, t.c.attempts + 1),
-                              else_=t.c.max_attempts),
-        )
+        .values(**_requeue_values(now))
         .returning(t.c.id, t.c.attempts, t.c.queue)
     ).all()
     _write_events(session, [

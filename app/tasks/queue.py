@@ -886,13 +886,27 @@ def cancel(task_id: int, *, source: str = "code", now: datetime | None = None) -
     return _reload(task_id)
 
 
+def _requeue_values(now: datetime) -> dict:
+    """Return the columns a person's retry sets: due now, with one more attempt if all were used."""
+    t = tasks_table
+    return dict(
+        status=TaskStatus.PENDING.value,
+        run_at=now,
+        finished_at=None,
+        cancel_requested=False,
+        progress=0,
+        progress_message=None,
+        max_attempts=case((t.c.attempts >= t.c.max_attempts, t.c.attempts + 1),
+                          else_=t.c.max_attempts),
+    )
+
+
 def retry(task_id: int, *, source: str = "code", now: datetime | None = None) -> Task:
     """Requeue a FAILED or CANCELLED task as PENDING, due now; return it.
 
     A task that used all its attempts gets one more. Raise InvalidTransition
     from any other status, TaskNotFound for an unknown id.
     """
-    t = tasks_table
     with write_transaction() as session:
         now = clock(session, now)
         task = _load(session, task_id)
@@ -900,17 +914,7 @@ def retry(task_id: int, *, source: str = "code", now: datetime | None = None) ->
         if task.attempts >= MAX_ATTEMPTS_LIMIT:
             raise RetryLimitReached(task_id)
 
-        values = dict(
-            status=TaskStatus.PENDING.value,
-            run_at=now,
-            finished_at=None,
-            cancel_requested=False,
-            progress=0,
-            progress_message=None,
-            max_attempts=case((t.c.attempts >= t.c.max_attempts, t.c.attempts + 1),
-                              else_=t.c.max_attempts),
-        )
-        if not _guarded_update(session, task_id, Transition.REQUEUE, values):
+        if not _guarded_update(session, task_id, Transition.REQUEUE, _requeue_values(now)):
             task = _load(session, task_id)
             raise InvalidTransition(task_id, task.status, "retry", sources(Transition.REQUEUE))
         _write_events(session, [_event_row(
