@@ -990,14 +990,14 @@ def scheduled_task(delay_seconds=3600) -> Task:
     return task
 
 
-def test_run_now_button_shows_only_for_a_task_scheduled_later(client):
+def test_run_now_button_only_when_scheduled(client):
     later = scheduled_task()
     due = submit()
     assert "Run now" in html_of(client.get(f"/tasks/{later.id}"))
     assert "Run now" not in html_of(client.get(f"/tasks/{due.id}"))
 
 
-def test_run_now_makes_a_scheduled_task_due_and_records_the_person(client):
+def test_run_now_records_the_person(client):
     task = scheduled_task()
     token = csrf_token(client, f"/tasks/{task.id}")
     response = client.post(f"/tasks/{task.id}/run-now", data={"csrf_token": token},
@@ -1020,7 +1020,7 @@ def test_run_now_twice_is_refused_without_change(client):
     assert len(queries.task_events(task.id)) == events_before
 
 
-def test_run_now_of_a_finished_task_names_the_status(client):
+def test_run_now_finished_task_rejected(client):
     task = succeeded_task()
     token = csrf_token(client, f"/tasks/{task.id}")
     response = client.post(f"/tasks/{task.id}/run-now", data={"csrf_token": token},

@@ -30,7 +30,7 @@ def status_counts(limit: int | None = None) -> dict[str, BoundedCount]:
     """Return a count of the tasks in each status, each bounded at `limit`.
 
     Counting every row of a large table costs a full index scan on each
-    dashboard refresh; a count that stops after `limit` + 1 index entries
+    dashboard refresh. A count that stops after `limit` + 1 index entries
     costs the same at a thousand tasks and at a million.
     """
     return {status.value: bounded_count([Task.status == status.value], limit)

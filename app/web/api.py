@@ -226,7 +226,7 @@ def bulk_action():
     """Apply cancel, retry, delete or run_now to listed ids, or to every task matching a filter.
 
     The body is {"action": ..., "ids": [...]} or {"action": ..., "filter": {...}}.
-    The answer lists what changed and what was skipped, with reasons.
+    The response lists what changed and what was skipped, with reasons.
     """
     action, ids, filters = parse_bulk_body(_json_object_body())
     if filters is None:
