@@ -10,7 +10,6 @@ missed, and the next poll finds the task.
 import logging
 import threading
 
-import psycopg
 from sqlalchemy.engine import URL
 
 from app.tasks.queue import NOTIFY_CHANNEL
@@ -39,7 +38,6 @@ class NotificationListener:
         self._on_notify = on_notify
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._connection: psycopg.Connection | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -49,6 +47,10 @@ class NotificationListener:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        # Imported here rather than at the top, so that a worker on SQLite
+        # never loads the PostgreSQL driver (about 50 ms of its start-up).
+        import psycopg
+
         delay = RECONNECT_DELAY
         failed = False
         while not self._stop.is_set():
