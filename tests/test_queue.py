@@ -988,6 +988,28 @@ def test_recover_expired_leases_ignores_live_lease(app, now):
     assert _reload(task.id).status == TaskStatus.PROCESSING
 
 
+def test_recovery_with_nothing_expired_skips_write_lock(app, dialect, now):
+    if dialect != "sqlite":
+        pytest.skip("PostgreSQL has no database-wide write lock")
+    _submit(now=now)
+    _claim_one(now)
+    # Another writer holds SQLite's write lock, and this process would wait
+    # only 0.1 s for it.
+    db.session.remove()
+    outsider = db.engine.raw_connection()
+    outsider.driver_connection.execute("BEGIN IMMEDIATE")
+    try:
+        db.session.connection().exec_driver_sql("PRAGMA busy_timeout=100")
+        db.session.commit()
+
+        recovered = queue.recover_expired_leases(now=now)
+    finally:
+        outsider.driver_connection.execute("ROLLBACK")
+        outsider.close()
+
+    assert recovered == 0
+
+
 def test_recover_expired_lease_schedules_retry(app, now):
     task = _submit(now=now)
     _claim_one(now)

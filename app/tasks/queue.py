@@ -792,13 +792,27 @@ def recover_expired_leases(*, now: datetime | None = None, limit: int = 100) -> 
     lost worker is rejected afterwards because it no longer holds the attempt.
     """
     t = tasks_table
+    session = db.session()
+    # On PostgreSQL now() is the time the transaction began, so an open one
+    # is ended first, as write_transaction() does.
+    if session.in_transaction():
+        session.commit()
+    expired = (t.c.status == TaskStatus.PROCESSING.value,
+               t.c.lease_expires_at < clock_expression(session, now))
+    # Workers call this on every poll, and almost always nothing has expired.
+    # A plain read checks that without a write transaction, which on SQLite
+    # would take the one write lock that claims and completions wait for.
+    anything_expired = session.execute(select(t.c.id).where(*expired).limit(1)).first()
+    session.commit()
+    if anything_expired is None:
+        return 0
+
     recovered = 0
     with write_transaction() as session:
         rows = session.execute(
             select(t.c.id, t.c.attempts, t.c.max_attempts, t.c.cancel_requested, t.c.locked_by,
                    t.c.lease_expires_at)
-            .where(t.c.status == TaskStatus.PROCESSING.value,
-                   t.c.lease_expires_at < clock_expression(session, now))
+            .where(*expired)
             .order_by(t.c.lease_expires_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
