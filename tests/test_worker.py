@@ -150,6 +150,39 @@ def test_worker_fail_task_uses_every_attempt(app, start_worker):
     assert {e.level for e in events if e.kind == "log"} == {"warning"}
 
 
+def test_worker_stores_error_with_nul_character(app, start_worker):
+    task_id = _submit(type="fail", params={"message": "before\x00after"}, max_attempts=1)
+    start_worker(app)
+
+    task = _wait_until_final(task_id)
+
+    failed = [event for event in _events(task_id) if event.kind == "failed"]
+    assert task.status == TaskStatus.FAILED
+    assert task.last_error == "RuntimeError: before\ufffdafter"
+    assert "before\ufffdafter" in task.last_traceback
+    assert len(failed) == 1
+    assert "before\ufffdafter" in failed[0].message
+
+
+def test_worker_stores_log_progress_result_with_nul(app, start_worker, register_type):
+    def nul(ctx):
+        ctx.log("log\x00line")
+        ctx.progress(50, "half\x00way")
+        return "result\x00text"
+
+    register_type(TaskType("nul", handler=nul))
+    task_id = _submit(type="nul")
+    start_worker(app)
+
+    task = _wait_until_final(task_id)
+
+    logs = [event.message for event in _events(task_id) if event.kind == "log"]
+    assert task.status == TaskStatus.SUCCEEDED
+    assert task.result == "result\x00text"
+    assert task.progress_message == "half\ufffdway"
+    assert logs == ["log\ufffdline"]
+
+
 def test_worker_flaky_never_failing_succeeds(app, start_worker):
     task_id = _submit(type="flaky", params={"failure_rate": 0})
     start_worker(app)

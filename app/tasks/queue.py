@@ -84,6 +84,16 @@ def _notify_workers(session, queue_name: str) -> None:
         session.execute(select(func.pg_notify(NOTIFY_CHANNEL, queue_name)))
 
 
+def storable_text(text: str | None) -> str | None:
+    """Return `text` with each NUL character replaced by U+FFFD.
+
+    PostgreSQL's text columns cannot hold NUL, and a handler's error or log
+    line may contain one. Both databases store the same text, so that a
+    message reads the same on either.
+    """
+    return None if text is None else text.replace("\x00", "\ufffd")
+
+
 def _event_row(task_id, kind: EventKind, *, attempt: int, message: str, now: datetime,
                worker_id: str | None = None, level: EventLevel | None = None,
                traceback: str | None = None) -> dict:
@@ -94,8 +104,8 @@ def _event_row(task_id, kind: EventKind, *, attempt: int, message: str, now: dat
         "level": (level or KIND_LEVELS[kind]).value,
         "attempt": attempt,
         "worker_id": worker_id,
-        "message": message[:MAX_MESSAGE_LENGTH],
-        "traceback": traceback,
+        "message": storable_text(message[:MAX_MESSAGE_LENGTH]),
+        "traceback": storable_text(traceback),
         "created_at": now,
     }
 
@@ -547,6 +557,7 @@ def _outcome_of_failed_attempt(*, task_id, attempt: int, max_attempts: int, canc
                                retryable: bool, error: str, traceback: str | None,
                                now: datetime) -> _FailedAttemptOutcome:
     """Decide what follows a failed attempt: CANCELLED, RETRYING with backoff, or FAILED."""
+    error, traceback = storable_text(error), storable_text(traceback)
     values = dict(locked_by=None, lease_expires_at=None, last_error=error, last_traceback=traceback)
     # The error ends its own sentence, so that what follows reads as a new one.
     error_sentence = error if error.endswith((".", "!", "?")) else f"{error}."
@@ -705,7 +716,7 @@ def report_progress(claim: Claim, percent: int, message: str | None = None) -> b
     """
     percent = max(0, min(100, int(percent)))
     if message is not None:
-        message = str(message)[:MAX_PROGRESS_MESSAGE_LENGTH]
+        message = storable_text(str(message)[:MAX_PROGRESS_MESSAGE_LENGTH])
     t = tasks_table
     statement = (
         update(t)
