@@ -652,7 +652,21 @@ def _count_processing() -> int:
         select(func.count()).select_from(Task).where(Task.status == TaskStatus.PROCESSING))
 
 
-def test_worker_prefetch_holds_claims_beyond_slots(app, start_worker, register_type, gates):
+@pytest.fixture
+def eager_prefetch(monkeypatch):
+    """Let a worker prefetch and hold its claims whatever its handlers' durations.
+
+    So a test can keep claims waiting behind a blocked handler: normally a
+    handler that runs long stops prefetch, and a claim that waits a second
+    goes back to the queue.
+    """
+    monkeypatch.setattr("app.worker.worker.PREFETCH_MAX_HANDLER_SECONDS", 60.0)
+    monkeypatch.setattr("app.worker.worker.PREFETCH_TARGET_SECONDS", 6000.0)
+    monkeypatch.setattr("app.worker.worker.PREFETCH_MAX_WAIT_SECONDS", 60.0)
+
+
+def test_worker_prefetch_holds_claims_beyond_slots(app, start_worker, register_type, gates,
+                                                   eager_prefetch):
     release = gates()
     register_type(TaskType("gate", handler=lambda ctx: release.wait(10) and "ok"))
     task_ids = _submit_after_fast_task(6, "gate")
@@ -672,7 +686,8 @@ def test_worker_prefetch_holds_claims_beyond_slots(app, start_worker, register_t
     assert [task.attempts for task in tasks] == [1] * 6
 
 
-def test_worker_stop_releases_prefetched_claims_at_once(app, start_worker, register_type, gates):
+def test_worker_stop_releases_prefetched_claims_at_once(app, start_worker, register_type, gates,
+                                                       eager_prefetch):
     release = gates()
     register_type(TaskType("gate", handler=lambda ctx: release.wait(10) and "ok"))
     task_ids = _submit_after_fast_task(4, "gate")
@@ -697,7 +712,40 @@ def test_worker_stop_releases_prefetched_claims_at_once(app, start_worker, regis
             assert _kinds(task.id) == ["submitted", "started", "requeued"]
 
 
-def test_worker_cancelled_prefetched_claim_never_runs(app, start_worker, register_type, gates):
+def test_worker_gives_back_claims_no_slot_frees_for(app, make_app, start_worker,
+                                                    register_type, gates, monkeypatch):
+    monkeypatch.setattr("app.worker.worker.PREFETCH_MAX_WAIT_SECONDS", 0.3)
+    release = gates()
+    ran_by = {}
+
+    def gate(ctx):
+        ran_by[ctx.task_id] = ctx.worker_id
+        release.wait(10)
+        return "ok"
+
+    register_type(TaskType("gate", handler=gate))
+    task_ids = _submit_after_fast_task(4, "gate")
+    busy = start_worker(app, concurrency=1, prefetch=3)
+    wait_for(lambda: ran_by, timeout=5)
+    # The slow handler stops prefetch, and the claims waiting behind it go
+    # back to the queue, where a second worker finds them.
+    idle = start_worker(make_app(), concurrency=3)
+    wait_for(lambda: len(ran_by) == 4, timeout=10)
+    release.set()
+    tasks = [_wait_until_final(task_id) for task_id in task_ids]
+    requeued = [task_id for task_id in task_ids[1:] if "requeued" in _kinds(task_id)]
+
+    assert [task.status for task in tasks] == [TaskStatus.SUCCEEDED] * 4
+    assert [task.attempts for task in tasks] == [1] * 4
+    assert ran_by[task_ids[0]] == busy.id
+    assert {ran_by[task_id] for task_id in task_ids[1:]} == {idle.id}
+    assert requeued
+    for task_id in requeued:
+        assert _kinds(task_id) == ["submitted", "started", "requeued", "started", "succeeded"]
+
+
+def test_worker_cancelled_prefetched_claim_never_runs(app, start_worker, register_type, gates,
+                                                     eager_prefetch):
     release = gates()
     ran = []
 

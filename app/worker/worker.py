@@ -69,7 +69,7 @@ QUEUED = "queued"          # claimed, waiting for a free handler thread
 RUNNING = "running"        # its handler runs
 FINISHED = "finished"      # its outcome is being handed to the recorder
 TIMED_OUT = "timed out"    # the watchdog gave up on its handler
-RELEASED = "released"      # a stopping worker gave it back to the queue
+RELEASED = "released"      # given back to the queue: the worker stops, or no slot freed in time
 
 
 @dataclass(eq=False)
@@ -77,7 +77,10 @@ class _HeldAttempt:
     claim: Claim
     context: TaskContext
     state: str = QUEUED
-    # time.monotonic() by which the handler must return; set when it starts.
+    # time.monotonic() when the worker claimed the attempt.
+    held_since: float = 0.0
+    # time.monotonic() when its handler started, and by when it must return.
+    started: float = 0.0
     deadline: float = 0.0
 
 
@@ -99,6 +102,13 @@ PREFETCH_MAX_HANDLER_SECONDS = 0.05
 # this many seconds, at the running average duration: an estimate of how
 # long a prefetched attempt waits before its handler starts.
 PREFETCH_TARGET_SECONDS = 0.1
+
+# A claimed attempt that waited this many seconds without a free handler
+# thread goes back to the queue, so that another worker can run it. This
+# bounds the delay when slow tasks follow fast ones: prefetch stops as soon
+# as a handler runs longer than PREFETCH_MAX_HANDLER_SECONDS, but what was
+# prefetched before that would otherwise wait for these slow handlers.
+PREFETCH_MAX_WAIT_SECONDS = 1.0
 
 # Prefetched attempts per slot at most, unless the Worker is given its own limit.
 DEFAULT_PREFETCH_PER_SLOT = 25
@@ -291,10 +301,18 @@ class Worker:
         log.info("Worker %s stopped", self.id,
                  extra={"worker_id": self.id, "event": "worker_stopped"})
 
-    def _release(self, state: str) -> None:
-        """Give the held attempts in `state` back to the queue, and forget them."""
+    def _release(self, state: str, *, among: list[_HeldAttempt] | None = None,
+                 reason: str = "it stopped before the attempt finished",
+                 quiet: bool = False) -> None:
+        """Give the held attempts in `state` back to the queue as PENDING, and forget them.
+
+        `among` limits the release to those attempts; one whose state changed
+        since the caller chose it (its handler started, say) is kept. `quiet`
+        logs at INFO rather than WARNING, for releases in normal running.
+        """
         with self._lock:
-            unfinished = [attempt for attempt in self._held.values() if attempt.state == state]
+            candidates = self._held.values() if among is None else among
+            unfinished = [attempt for attempt in candidates if attempt.state == state]
             # Marked first, so that a handler that stops now is not recorded
             # as a failure of the attempt that is being released.
             for attempt in unfinished:
@@ -306,10 +324,8 @@ class Worker:
             attempt.context.request_stop("the worker is stopping")
         try:
             with self.app.app_context():
-                released = queue.release(
-                    [attempt.claim for attempt in unfinished],
-                    reason="it stopped before the attempt finished",
-                )
+                released = queue.release([attempt.claim for attempt in unfinished],
+                                         reason=reason)
         except Exception:
             log.exception(
                 "Worker %s could not release %s; they are recovered when their leases expire",
@@ -317,9 +333,10 @@ class Worker:
                 extra={"worker_id": self.id, "event": "release_failed"},
             )
         else:
-            log.warning("Worker %s released %s back to the queue",
-                        self.id, _attempts(released, "unfinished"),
-                        extra={"worker_id": self.id, "event": "released"})
+            log.log(logging.INFO if quiet else logging.WARNING,
+                    "Worker %s released %s back to the queue: %s",
+                    self.id, _attempts(released, "unfinished"), reason,
+                    extra={"worker_id": self.id, "event": "released"})
         # Whatever the release did, the handlers of these attempts are
         # abandoned, so that the process can exit.
         for attempt in unfinished:
@@ -470,6 +487,12 @@ class Worker:
         seconds = self._handler_seconds
         if self.prefetch == 0 or seconds >= PREFETCH_MAX_HANDLER_SECONDS:
             return 0
+        # The average learns of a slow task only when it returns.
+        slow_since = time.monotonic() - PREFETCH_MAX_HANDLER_SECONDS
+        with self._lock:
+            if any(attempt.state == RUNNING and attempt.started < slow_since
+                   for attempt in self._held.values()):
+                return 0
         fitting = self.concurrency * PREFETCH_TARGET_SECONDS / max(seconds, 1e-6)
         return min(self.prefetch, int(fitting))
 
@@ -506,7 +529,8 @@ class Worker:
         return len(claims)
 
     def _hold(self, claim: Claim) -> None:
-        attempt = _HeldAttempt(claim=claim, context=TaskContext(claim))
+        attempt = _HeldAttempt(claim=claim, context=TaskContext(claim),
+                               held_since=time.monotonic())
         with self._lock:
             # An earlier attempt of the same task is still here only if its
             # lease expired and this worker claimed the task again. That
@@ -617,7 +641,8 @@ class Worker:
                 attempt.state = FINISHED
             else:
                 attempt.state = RUNNING
-                attempt.deadline = time.monotonic() + claim.timeout_seconds
+                attempt.started = time.monotonic()
+                attempt.deadline = attempt.started + claim.timeout_seconds
                 if attempt.deadline < self._watchdog_next:
                     self._watchdog_wake.set()
         if stopped_before_start:
@@ -682,20 +707,29 @@ class Worker:
             while True:
                 self._watchdog_wake.clear()
                 now = time.monotonic()
-                expired = []
+                expired, waited_too_long = [], []
                 with self._lock:
                     next_deadline = now + WATCHDOG_MAX_SLEEP
                     for attempt in self._held.values():
-                        if attempt.state != RUNNING:
-                            continue
-                        if attempt.deadline <= now:
-                            attempt.state = TIMED_OUT
-                            expired.append(attempt)
-                        else:
-                            next_deadline = min(next_deadline, attempt.deadline)
+                        if attempt.state == QUEUED:
+                            give_up_at = attempt.held_since + PREFETCH_MAX_WAIT_SECONDS
+                            if give_up_at <= now:
+                                waited_too_long.append(attempt)
+                            else:
+                                next_deadline = min(next_deadline, give_up_at)
+                        elif attempt.state == RUNNING:
+                            if attempt.deadline <= now:
+                                attempt.state = TIMED_OUT
+                                expired.append(attempt)
+                            else:
+                                next_deadline = min(next_deadline, attempt.deadline)
                     self._watchdog_next = next_deadline
                 for attempt in expired:
                     self._time_out(attempt)
+                if waited_too_long and not self._stopping.is_set():
+                    self._release(QUEUED, among=waited_too_long, quiet=True,
+                                  reason=f"no handler thread was free within "
+                                         f"{PREFETCH_MAX_WAIT_SECONDS:g} s of the claim")
                 if self._stopping.is_set() and not self._held:
                     return
                 self._watchdog_wake.wait(max(0.0, next_deadline - time.monotonic()))
