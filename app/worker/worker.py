@@ -103,10 +103,15 @@ PREFETCH_MAX_HANDLER_SECONDS = 0.05
 # long a prefetched attempt waits before its handler starts.
 PREFETCH_TARGET_SECONDS = 0.1
 
+# A handler still running after this many seconds stops prefetch at once,
+# before the average learns of it. It is well above the average's limit,
+# so that a quick handler that waits for the GIL does not count as slow.
+PREFETCH_SLOW_HANDLER_SECONDS = 0.5
+
 # A claimed attempt that waited this many seconds without a free handler
 # thread goes back to the queue, so that another worker can run it. This
-# bounds the delay when slow tasks follow fast ones: prefetch stops as soon
-# as a handler runs longer than PREFETCH_MAX_HANDLER_SECONDS, but what was
+# bounds the delay when slow tasks follow fast ones: prefetch stops once a
+# handler runs longer than PREFETCH_SLOW_HANDLER_SECONDS, but what was
 # prefetched before that would otherwise wait for these slow handlers.
 PREFETCH_MAX_WAIT_SECONDS = 1.0
 
@@ -488,7 +493,7 @@ class Worker:
         if self.prefetch == 0 or seconds >= PREFETCH_MAX_HANDLER_SECONDS:
             return 0
         # The average learns of a slow task only when it returns.
-        slow_since = time.monotonic() - PREFETCH_MAX_HANDLER_SECONDS
+        slow_since = time.monotonic() - PREFETCH_SLOW_HANDLER_SECONDS
         with self._lock:
             if any(attempt.state == RUNNING and attempt.started < slow_since
                    for attempt in self._held.values()):
