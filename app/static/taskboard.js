@@ -36,15 +36,19 @@
  * Keeping the reader's place. When a response replaces a live region, this
  * script first records, inside the region: the window's scroll position, the
  * scroll offsets of scrolled elements, the focused element and its text
- * selection, which <details> are open, and, for a refresh but not after an
- * action, form controls whose value or ticked state differs from the
- * server's default. After the swap it applies each record to the matching
- * element of the new content. Elements match by id. Checkboxes and radios
- * match by name and value (name="task_id" value="42"), links by href, and
- * buttons by their form's action and their text. Other elements match by
- * their path of tag names and positions below the nearest of those, so give
- * ids to what should survive. An element with data-scroll-end (a log) starts
- * scrolled to its end and follows new lines while the reader stays there.
+ * selection, the <details> that the reader opened or closed (those whose
+ * state differs from how the server rendered them), and, for a refresh but
+ * not after an action, form controls whose value or ticked state differs
+ * from the server's default. After the swap it applies each record to the
+ * matching element of the new content. Elements match by id. Checkboxes and
+ * radios match by name and value (name="task_id" value="42"), links by
+ * href, and buttons by their form's action and their text. Other elements
+ * match by their path of tag names and positions below the nearest of
+ * those, so give ids to what should survive. A <details> the reader left
+ * alone takes the state of the new content, so an error panel that the
+ * server renders open once the error is stored does open. An element with
+ * data-scroll-end (a log) starts scrolled to its end and follows new lines
+ * while the reader stays there.
  *
  * The pause control is the button #live-toggle with its status text
  * #live-state. The choice is stored in localStorage, so it applies to every
@@ -86,6 +90,8 @@
   var refreshRequests = new WeakMap();
   var actionRequests = new WeakMap();
   var pendingRestores = new WeakMap();
+  // Per <details> element: whether the server rendered it open.
+  var renderedOpen = new WeakMap();
   var serverOffsetMs = 0;
 
   // Failed requests
@@ -331,7 +337,8 @@
           atEnd: isAtEnd(element),
         };
       }
-      if (element.tagName === "DETAILS") {
+      if (element.tagName === "DETAILS" && renderedOpen.has(element) &&
+          renderedOpen.get(element) !== element.open) {
         state.details[key] = element.open;
       }
       if (withControls && isCheckable(element) && element.checked !== element.defaultChecked) {
@@ -366,6 +373,21 @@
         element.options[i].selected = control.selected.indexOf(element.options[i].value) !== -1;
       }
     }
+  }
+
+  // Remember how the server rendered each new <details> in `root`, before
+  // any state of the reader's is applied to it. Elements seen before keep
+  // their record, as the reader may have toggled them since.
+  function noteRenderedDetails(root) {
+    var details = Array.prototype.slice.call(root.querySelectorAll("details"));
+    if (root.tagName === "DETAILS") {
+      details.push(root);
+    }
+    details.forEach(function (element) {
+      if (!renderedOpen.has(element)) {
+        renderedOpen.set(element, element.open);
+      }
+    });
   }
 
   function restoreState(root, state) {
@@ -444,14 +466,27 @@
     });
   });
 
+  // The element that holds a swap's new content: the target itself, or for
+  // an outerHTML swap the element that replaced it.
+  function swappedRoot(target) {
+    if (!target) {
+      return null;
+    }
+    if (document.body.contains(target)) {
+      return target;
+    }
+    return target.id ? document.getElementById(target.id) : null;
+  }
+
   document.addEventListener("htmx:afterSwap", function (event) {
     var pending = pendingRestores.get(event.detail.xhr);
-    if (!pending) {
+    var root = pending ? document.getElementById(pending.id) : swappedRoot(event.detail.target);
+    if (!root) {
       return;
     }
-    pendingRestores.delete(event.detail.xhr);
-    var root = document.getElementById(pending.id);
-    if (root) {
+    noteRenderedDetails(root);
+    if (pending) {
+      pendingRestores.delete(event.detail.xhr);
       restoreState(root, pending.state);
     }
   });
@@ -594,6 +629,7 @@
     paused = readPaused();
     readServerOffset();
     setUpPauseControl();
+    noteRenderedDetails(document.body);
 
     var ends = document.querySelectorAll("[data-scroll-end]");
     for (var i = 0; i < ends.length; i++) {
