@@ -1,6 +1,7 @@
 """Every page in Chromium: no console errors or CSP violations, keyboard access, paced refresh."""
 
 import re
+import time
 
 import pytest
 
@@ -213,11 +214,31 @@ def test_skip_link_moves_focus_to_main(page, problems):
 
 
 def count_live_requests(page) -> None:
-    """Count the requests htmx starts from now on in window.liveRequests."""
+    """Count the requests htmx starts from now on in window.liveRequests.
+
+    window.liveInFlight counts those that have not come back yet.
+    """
     page.evaluate("""() => {
         window.liveRequests = 0;
-        document.addEventListener("htmx:beforeRequest", () => { window.liveRequests += 1; });
+        window.liveInFlight = 0;
+        document.addEventListener("htmx:beforeRequest", () => {
+            window.liveRequests += 1;
+            window.liveInFlight += 1;
+        });
+        document.addEventListener("htmx:afterRequest", () => { window.liveInFlight -= 1; });
     }""")
+
+
+def wait_for_live_requests(page, expression: str = "window.liveInFlight === 0") -> None:
+    """Wait in real time until `expression` holds in the page.
+
+    The tests that install Playwright's clock pause the page's timers, so this
+    polls from the test instead of with page.wait_for_function.
+    """
+    deadline = time.monotonic() + 10
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after 10 s: {expression}"
+        time.sleep(0.02)
 
 
 def set_visibility(page, state: str) -> None:
@@ -242,14 +263,19 @@ def test_refresh_pauses_while_hidden(page, problems):
     page.clock.run_for(interval * 3)
     requests_visible = page.evaluate("window.liveRequests")
     assert requests_visible >= 1
+    # A tick skips a region whose refresh is still in flight, which would hide
+    # the made-up refresh below, so the last one comes back first.
+    wait_for_live_requests(page)
 
     set_visibility(page, "hidden")
     page.evaluate("window.liveRequests = 0")
     page.clock.run_for(interval * 10)
     assert page.evaluate("window.liveRequests") == 0
 
-    # Back in view, the skipped refresh is made up at once.
+    # Back in view, the skipped refresh is made up at once, and only once.
     set_visibility(page, "visible")
+    wait_for_live_requests(page, "window.liveRequests >= 1")
+    wait_for_live_requests(page)
     assert page.evaluate("window.liveRequests") == 1
     assert problems.all() == []
 
@@ -277,4 +303,57 @@ def test_pause_button_stops_refresh(page, problems):
     page.get_by_role("button", name="Resume live updates").click()
     expect(page.get_by_role("button", name="Pause live updates")).to_be_visible()
     assert page.evaluate("window.liveRequests") >= 1
+    assert problems.all() == []
+
+
+def details_fragment(task_id: int, version: int, first_open: bool, second_open: bool) -> str:
+    """Return a task page's live region holding two <details>, rendered open or closed."""
+    def details(name: str, is_open: bool) -> str:
+        return (f'<details id="{name}"{" open" if is_open else ""}>'
+                f'<summary>{name.title()} panel</summary><p>Body of {name}</p></details>')
+
+    url = f"/partials/tasks/{task_id}"
+    return (f'<div id="task-live" hx-get="{url}" hx-trigger="live-refresh" hx-swap="outerHTML" '
+            f'hx-sync="this:drop"><p id="version">{version}</p>'
+            f'{details("first", first_open)}{details("second", second_open)}</div>')
+
+
+@sqlite_only
+def test_refresh_keeps_toggled_details(page, problems, api):
+    """A <details> the reader toggled keeps their choice; the others follow the server."""
+    task_id = api.submit({"type": "noop", "delay_seconds": 3600})
+    served = {"version": 0, "first": False, "second": False}
+
+    def serve_fragment(route):
+        served["version"] += 1
+        route.fulfill(status=200, content_type="text/html; charset=utf-8",
+                      body=details_fragment(task_id, served["version"],
+                                            served["first"], served["second"]))
+
+    def next_refresh() -> None:
+        """Wait until a fragment served from now on has replaced the region."""
+        expect(page.locator("#version")).to_have_text(str(served["version"] + 1))
+
+    page.route(f"**/partials/tasks/{task_id}", serve_fragment)
+    page.goto(f"/tasks/{task_id}")
+    first, second = page.locator("#first"), page.locator("#second")
+    next_refresh()
+    expect(first).to_have_js_property("open", False)
+
+    page.get_by_text("Second panel").click()
+    expect(second).to_have_js_property("open", True)
+    # The server now renders the first panel open, as the task page does
+    # with an attempt's error once the error is stored.
+    served["first"] = True
+    next_refresh()
+    next_refresh()
+    expect(first).to_have_js_property("open", True)
+    expect(second).to_have_js_property("open", True)
+
+    page.get_by_text("First panel").click()
+    expect(first).to_have_js_property("open", False)
+    next_refresh()
+    next_refresh()
+    expect(first).to_have_js_property("open", False)
+    expect(second).to_have_js_property("open", True)
     assert problems.all() == []
