@@ -6,6 +6,7 @@ on each database, then read the page as a browser would.
 """
 
 import re
+import threading
 from datetime import timedelta
 from html import unescape
 
@@ -268,6 +269,36 @@ def test_task_page_attempt_error_in_details(client):
     assert '<details class="error-details" id="attempt-2-error" open>' in second
     assert '<pre class="traceback">Traceback (most recent call last):\n  attempt 2</pre>' in second
     assert "error-details" not in attempt_block(html, 3)
+
+
+def test_task_page_reads_one_snapshot(app, client, monkeypatch):
+    """A failure committed during a page read shows whole on the next page, not half."""
+    task = submit(max_attempts=1)
+    running_claim = claim()
+    read_task = queries.get_task
+
+    def fail_elsewhere():
+        with app.app_context():
+            queue.fail(running_claim, "RuntimeError: disk full", "Traceback: disk full")
+
+    def read_task_then_fail(task_id):
+        found = read_task(task_id)
+        # The attempt fails between the page's read of the task and of its events.
+        worker = threading.Thread(target=fail_elsewhere)
+        worker.start()
+        worker.join(timeout=10)
+        assert not worker.is_alive()
+        return found
+
+    monkeypatch.setattr(queries, "get_task", read_task_then_fail)
+    during = attempt_block(page(client, task.id), 1)
+    monkeypatch.setattr(queries, "get_task", read_task)
+    after = attempt_block(page(client, task.id), 1)
+
+    assert outcome_badge(during) == "status-processing Running"
+    assert "error-details" not in during
+    assert outcome_badge(after) == "status-failed Failed"
+    assert '<details class="error-details" id="attempt-1-error" open>' in after
 
 
 def test_task_page_failed_task_error_escaped(client):

@@ -3,7 +3,7 @@
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.extensions import db
 
@@ -29,6 +29,23 @@ def write_transaction():
     except BaseException:
         session.rollback()
         raise
+
+
+def begin_snapshot_read() -> None:
+    """Start a read transaction whose queries all see the same committed state.
+
+    PostgreSQL's default, READ COMMITTED, lets each statement see what was
+    committed since the one before, so a page that reads a task and then its
+    events could show the task running beside the event that ended it. A
+    REPEATABLE READ transaction reads from one snapshot, and one that only
+    reads never fails for it. A SQLite transaction reads from one snapshot
+    already. A read transaction the caller left open is committed first.
+    """
+    session = db.session()
+    if session.in_transaction():
+        session.commit()
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
 
 
 def uses_database_clock(session) -> bool:

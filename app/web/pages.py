@@ -36,6 +36,7 @@ from app.tasks import (
 )
 from app.tasks import registry as task_registry
 from app.tasks.queue import RetryLimitReached
+from app.tasks.session import begin_snapshot_read
 
 from . import filters
 from .attempts import load_attempts
@@ -310,6 +311,7 @@ def _task_context(task) -> dict:
 @bp.get("/tasks/<int:task_id>")
 def task_detail(task_id: int):
     """Show one task: status, progress, parameters, result, and each attempt with its log."""
+    begin_snapshot_read()
     task = _task_or_404(task_id)
     return render_template("task.html", **_task_context(task))
 
@@ -317,6 +319,7 @@ def task_detail(task_id: int):
 @bp.get("/partials/tasks/<int:task_id>")
 def task_live_partial(task_id: int):
     """Return the part of a task page that changes while the task runs."""
+    begin_snapshot_read()
     task = _task_or_404(task_id)
     return render_template("_task_live.html", **_task_context(task))
 
