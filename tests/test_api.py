@@ -216,6 +216,20 @@ def test_submit_body_too_large_413_json(make_app):
         assert response.status_code == 413
         assert response.is_json
         assert response.json["error"]["code"] == "request_entity_too_large"
+        assert "limit of 1000 bytes" in response.json["error"]["message"]
+        assert count_rows("tasks") == 0
+
+
+def test_body_too_large_names_limit_in_mib(make_app):
+    app = make_app(MAX_CONTENT_LENGTH=8 * 1024 * 1024)
+    client = app.test_client()
+    body = '{"type": "noop", "params": {}, "padding": "' + "x" * (8 * 1024 * 1024) + '"}'
+
+    with app.app_context():
+        response = client.post("/api/tasks", data=body, content_type="application/json")
+
+        assert response.status_code == 413
+        assert "limit of 8 MiB (the MAX_CONTENT_LENGTH setting)" in response.json["error"]["message"]
         assert count_rows("tasks") == 0
 
 

@@ -352,6 +352,19 @@ def test_submit_form_without_csrf_400(client):
     assert count_rows("tasks") == 0
 
 
+def test_submit_form_too_large_413(make_app):
+    app = make_app(MAX_CONTENT_LENGTH=1000)
+    client = app.test_client()
+
+    with app.app_context():
+        response = post_form(client, {"type": "word_count", "params-text": "x" * 2000})
+
+        assert response.status_code == 413
+        assert "larger than the limit of 1000 bytes" in html_of(response)
+        assert "Traceback" not in html_of(response)
+        assert count_rows("tasks") == 0
+
+
 def test_submit_form_with_wrong_csrf_400(client):
     client.get("/")
     response = client.post("/", data={"csrf_token": "forged", "type": "noop",

@@ -3,7 +3,7 @@
 import logging
 
 from flask import Flask, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from app.extensions import csrf
 
@@ -30,6 +30,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException):
+        if isinstance(error, RequestEntityTooLarge):
+            error = _too_large(app.config.get("MAX_CONTENT_LENGTH"))
         if _wants_json():
             return api.json_error(error)
         return pages.render_error(error)
@@ -48,6 +50,23 @@ def init_app(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
+
+
+def _too_large(limit: int | None) -> RequestEntityTooLarge:
+    """Build the 413 error that names the body size limit."""
+    if not limit:
+        return RequestEntityTooLarge()
+    return RequestEntityTooLarge(
+        f"The request body is larger than the limit of {_byte_size(limit)} "
+        "(the MAX_CONTENT_LENGTH setting). Send a smaller body.")
+
+
+def _byte_size(count: int) -> str:
+    """Return a byte count in the largest binary unit that divides it, such as "8 MiB"."""
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if count % size == 0:
+            return f"{count // size} {unit}"
+    return f"{count} bytes"
 
 
 def _wants_json() -> bool:
