@@ -302,7 +302,7 @@ def test_pause_button_stops_refresh(page, problems):
     count_live_requests(page)
     page.get_by_role("button", name="Resume live updates").click()
     expect(page.get_by_role("button", name="Pause live updates")).to_be_visible()
-    assert page.evaluate("window.liveRequests") >= 1
+    wait_for_live_requests(page, "window.liveRequests >= 1")
     assert problems.all() == []
 
 
