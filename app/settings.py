@@ -42,6 +42,7 @@ def check_settings(config) -> None:
     _number(config, "RETRY_BACKOFF_MAX", minimum=0)
     _number(config, "MAX_RESULT_BYTES", minimum=1, whole=True)
     _number(config, "PAGE_SIZE", minimum=1, whole=True)
+    _number(config, "MAX_CONTENT_LENGTH", minimum=1, whole=True)
     _number(config, "REFRESH_INTERVAL", minimum=0, above=True)
     _number(config, "SQLITE_BUSY_TIMEOUT", minimum=0)
 

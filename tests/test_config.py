@@ -306,6 +306,9 @@ def test_task_modules_missing_package_raises(tmp_path):
     ("TASKBOARD_EMBEDDED_WORKER", "sometimes", "true or false"),
     ("TASKBOARD_SQLITE_SYNCHRONOUS", "FAST", "NORMAL"),
     ("TASKBOARD_LOG_LEVEL", "LOUD", "LOG_LEVEL"),
+    ("TASKBOARD_MAX_CONTENT_LENGTH", "0", "of at least 1"),
+    ("TASKBOARD_MAX_CONTENT_LENGTH", "-1", "of at least 1"),
+    ("TASKBOARD_MAX_CONTENT_LENGTH", '"abc"', "MAX_CONTENT_LENGTH"),
 ])
 def test_config_invalid_setting_names_it(tmp_path, monkeypatch, variable, value, message):
     monkeypatch.setenv(variable, value)
