@@ -1,6 +1,7 @@
 """The JSON API under /api, on SQLite and PostgreSQL."""
 
 from datetime import datetime
+from io import BytesIO
 
 import pytest
 from sqlalchemy import text
@@ -231,6 +232,63 @@ def test_body_too_large_names_limit_in_mib(make_app):
         assert response.status_code == 413
         assert "limit of 8 MiB (the MAX_CONTENT_LENGTH setting)" in response.json["error"]["message"]
         assert count_rows("tasks") == 0
+
+
+def post_chunked(client, path: str, body: bytes, content_type: str):
+    """POST `body` as a WSGI server passes on a chunked request: no Content-Length."""
+    return client.post(path, input_stream=BytesIO(body), content_type=content_type,
+                       headers={"Transfer-Encoding": "chunked"},
+                       environ_overrides={"CONTENT_LENGTH": "", "wsgi.input_terminated": True})
+
+
+def test_submit_chunked_body_too_large_413(make_app):
+    app = make_app(MAX_CONTENT_LENGTH=1000)
+    client = app.test_client()
+    padded = b'{"type": "noop", "params": {}}' + b" " * 2000
+
+    with app.app_context():
+        response = post_chunked(client, "/api/tasks", padded, "application/json")
+
+        assert response.status_code == 413
+        assert "limit of 1000 bytes" in response.json["error"]["message"]
+        assert count_rows("tasks") == 0
+
+
+def test_submit_chunked_body_within_limit_201(make_app):
+    app = make_app(MAX_CONTENT_LENGTH=1000)
+    client = app.test_client()
+    body = b'{"type": "word_count", "params": {"text": "sent in chunks"}}'
+
+    with app.app_context():
+        response = post_chunked(client, "/api/tasks", body, "application/json")
+
+        assert response.status_code == 201
+        assert response.json["params"] == {"text": "sent in chunks"}
+        assert count_rows("tasks") == 1
+
+
+@pytest.mark.parametrize("body, field", [
+    ('{"type": "word_count", "params": {"text": "a\\ud800b"}}', "params.text"),
+    ('{"type": "noop", "params": {}, "idempotency_key": "\\udc00"}', "idempotency_key"),
+    ('{"type": "noop", "params": {"\\ud83d": 1}}', "params.\ud83d"),
+    ('{"type": "noop", "params": {"items": ["ok", "\\udfff"]}}', "params.items.1"),
+])
+def test_submit_lone_surrogate_400(client, body, field):
+    response = client.post("/api/tasks", data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert list(response.json["error"]["fields"]) == [field]
+    assert "lone surrogate" in response.json["error"]["fields"][field]
+    assert count_rows("tasks") == 0
+
+
+def test_submit_surrogate_pair_accepted(client):
+    body = '{"type": "word_count", "params": {"text": "smile \\ud83d\\ude00"}}'
+
+    response = client.post("/api/tasks", data=body, content_type="application/json")
+
+    assert response.status_code == 201
+    assert response.json["params"] == {"text": "smile \U0001F600"}
 
 
 def test_submit_key_with_nul_400(client):

@@ -7,6 +7,8 @@ from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntit
 
 from app.extensions import csrf
 
+from .request_body import KnownLengthBody
+
 log = logging.getLogger(__name__)
 
 # Scripts and styles come only from app/static: no inline script, no CDN.
@@ -27,6 +29,7 @@ def init_app(app: Flask) -> None:
     # The API takes only application/json bodies, which a cross-site form
     # cannot send without a CORS preflight, so it needs no CSRF token.
     csrf.exempt(api.bp)
+    app.wsgi_app = KnownLengthBody(app.wsgi_app, lambda: app.config.get("MAX_CONTENT_LENGTH"))
 
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException):
