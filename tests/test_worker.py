@@ -183,6 +183,49 @@ def test_worker_stores_log_progress_result_with_nul(app, start_worker, register_
     assert logs == ["log\ufffdline"]
 
 
+def test_worker_stores_lone_surrogates_as_replacement(app, start_worker, register_type):
+    def broken_text(ctx):
+        ctx.log("log\ud800line")
+        ctx.progress(50, "half\udc00way")
+        raise RuntimeError("bad \udfff text")
+
+    register_type(TaskType("broken_text", handler=broken_text))
+    task_id = _submit(type="broken_text", max_attempts=1)
+    start_worker(app)
+
+    task = _wait_until_final(task_id)
+
+    logs = [event.message for event in _events(task_id) if event.kind == "log"]
+    assert task.status == TaskStatus.FAILED
+    assert task.last_error == "RuntimeError: bad \ufffd text"
+    assert "bad \ufffd text" in task.last_traceback
+    assert task.progress_message == "half\ufffdway"
+    assert logs == ["log\ufffdline"]
+
+
+def test_worker_fails_result_with_lone_surrogate(app, start_worker, register_type):
+    register_type(TaskType("broken_result", handler=lambda ctx: {"text": "a\ud800b"}))
+    task_id = _submit(type="broken_result", max_attempts=1)
+    start_worker(app)
+
+    task = _wait_until_final(task_id)
+
+    assert task.status == TaskStatus.FAILED
+    assert task.result is None
+    assert "lone surrogate" in task.last_error
+
+
+def test_worker_keeps_result_with_emoji(app, start_worker, register_type):
+    register_type(TaskType("emoji_result", handler=lambda ctx: {"text": "done \U0001F600"}))
+    task_id = _submit(type="emoji_result")
+    start_worker(app)
+
+    task = _wait_until_final(task_id)
+
+    assert task.status == TaskStatus.SUCCEEDED
+    assert task.result == {"text": "done \U0001F600"}
+
+
 def test_worker_flaky_never_failing_succeeds(app, start_worker):
     task_id = _submit(type="flaky", params={"failure_rate": 0})
     start_worker(app)

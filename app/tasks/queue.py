@@ -9,6 +9,7 @@ Views, the JSON API, the worker and tests all go through these functions.
 
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,6 +50,8 @@ events_table = TaskEvent.__table__
 NOTIFY_CHANNEL = "taskboard_tasks"
 
 MAX_MESSAGE_LENGTH = 10_000
+# Characters that storable_text replaces: NUL and the UTF-16 surrogates.
+UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
 MAX_PROGRESS_MESSAGE_LENGTH = 200
 WORKER_LOST = "WorkerLost"
 
@@ -85,13 +88,17 @@ def _notify_workers(session, queue_name: str) -> None:
 
 
 def storable_text(text: str | None) -> str | None:
-    """Return `text` with each NUL character replaced by U+FFFD.
+    """Return `text` with each NUL character and lone surrogate replaced by U+FFFD.
 
     PostgreSQL's text columns cannot hold NUL, and a handler's error or log
-    line may contain one. Both databases store the same text, so that a
-    message reads the same on either.
+    line may contain one. A lone surrogate (from "\\ud800" in JSON or a
+    bytes.decode with errors="surrogateescape") cannot be written as UTF-8,
+    so a page that showed it would fail. Both databases store the same
+    text, so that a message reads the same on either.
     """
-    return None if text is None else text.replace("\x00", "\ufffd")
+    if text is None:
+        return None
+    return UNSTORABLE_CHARACTERS.sub("\ufffd", text)
 
 
 def _event_row(task_id, kind: EventKind, *, attempt: int, message: str, now: datetime,
@@ -486,6 +493,11 @@ def encode_result(result) -> str | None:
         encoded = json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise InvalidResult(f"the handler returned a result that is not JSON: {error}") from None
+    # json.dumps writes every character outside ASCII as an escape, and only
+    # surrogates, paired or lone, as a \\ud800 to \\udfff escape.
+    if "\\ud" in encoded and _has_lone_surrogate(result):
+        raise InvalidResult("the handler returned a result with a lone surrogate character "
+                            "(U+D800 to U+DFFF), which is not valid Unicode text")
     limit = _setting("MAX_RESULT_BYTES")
     size = len(encoded.encode())
     if size > limit:
@@ -493,6 +505,14 @@ def encode_result(result) -> str | None:
             f"the handler returned {size} bytes of JSON; the limit is {limit} (MAX_RESULT_BYTES)"
         )
     return encoded
+
+
+def _has_lone_surrogate(result) -> bool:
+    try:
+        json.dumps(result, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def succeed(claim: Claim, result, *, now: datetime | None = None) -> None:
