@@ -181,6 +181,7 @@ def test_submit_fields_override_type_defaults(app, register_type):
         ({"type": "noop", "max_attempts": 0}, "max_attempts"),
         ({"type": "noop", "queue": "no spaces"}, "queue"),
         ({"type": "noop", "colour": "red"}, "colour"),
+        ({"type": "word_count", "params": {"text": "a\ud800b"}}, "params.text"),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )

@@ -35,7 +35,7 @@ from .lifecycle import (
 )
 from .models import MAX_ATTEMPTS_LIMIT, Task, TaskEvent
 from .registry import registry
-from .submission import validate_submission
+from .submission import lone_surrogate_path, validate_submission
 from .queue_control import claim_rules
 from .session import clock, clock_expression, uses_database_clock, write_transaction
 from .timeutil import UTCDateTime
@@ -495,7 +495,7 @@ def encode_result(result) -> str | None:
         raise InvalidResult(f"the handler returned a result that is not JSON: {error}") from None
     # json.dumps writes every character outside ASCII as an escape, and only
     # surrogates, paired or lone, as a \\ud800 to \\udfff escape.
-    if "\\ud" in encoded and _has_lone_surrogate(result):
+    if "\\ud" in encoded and lone_surrogate_path(result) is not None:
         raise InvalidResult("the handler returned a result with a lone surrogate character "
                             "(U+D800 to U+DFFF), which is not valid Unicode text")
     limit = _setting("MAX_RESULT_BYTES")
@@ -505,14 +505,6 @@ def encode_result(result) -> str | None:
             f"the handler returned {size} bytes of JSON; the limit is {limit} (MAX_RESULT_BYTES)"
         )
     return encoded
-
-
-def _has_lone_surrogate(result) -> bool:
-    try:
-        json.dumps(result, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def succeed(claim: Claim, result, *, now: datetime | None = None) -> None:

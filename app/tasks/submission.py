@@ -14,6 +14,11 @@ MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+# One half of a UTF-16 surrogate pair. Valid Unicode text never contains one
+# alone, but JSON may escape one ("\\ud800") and Python decodes it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE_ERROR = ("contains a lone surrogate (an escape from \\ud800 to \\udfff "
+                        "without its pair), which is not valid Unicode text")
 
 SUBMISSION_FIELDS = (
     "type",
@@ -80,6 +85,31 @@ def _number(value: Any, low: float, high: float, *, low_inclusive: bool = True) 
     return number
 
 
+def lone_surrogate_path(value: Any) -> str | None:
+    """Return the dotted path ("params.text") of a key or string with a lone surrogate, or None.
+
+    The path of `value` itself is "". The walk uses a stack, not recursion,
+    because json.loads accepts nesting about as deep as Python's recursion
+    limit.
+    """
+    pending = [("", None, value)]
+    while pending:
+        path, key, item = pending.pop()
+        if isinstance(key, str) and LONE_SURROGATE.search(key):
+            return path
+        if isinstance(item, str) and LONE_SURROGATE.search(item):
+            return path
+        if isinstance(item, Mapping):
+            pending.extend((_join(path, name), name, child) for name, child in item.items())
+        elif isinstance(item, (list, tuple)):
+            pending.extend((_join(path, index), None, child) for index, child in enumerate(item))
+    return None
+
+
+def _join(path: str, name) -> str:
+    return f"{path}.{name}" if path else str(name)
+
+
 def validate_submission(data: Mapping, *, types: Registry = registry) -> Submission:
     """Check every field of a submission and return it clean.
 
@@ -89,6 +119,11 @@ def validate_submission(data: Mapping, *, types: Registry = registry) -> Submiss
     """
     if not isinstance(data, Mapping):
         raise ValidationError({"body": "must be a JSON object"})
+    # Such a string cannot be written as UTF-8, so no page could show the
+    # task, and the other checks of that field would be moot.
+    where = lone_surrogate_path(data)
+    if where is not None:
+        raise ValidationError({where: LONE_SURROGATE_ERROR})
 
     errors: dict[str, str] = {}
     for name in data:

@@ -34,7 +34,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException):
         if isinstance(error, RequestEntityTooLarge):
-            error = _too_large(app.config.get("MAX_CONTENT_LENGTH"))
+            error = _too_large(app.config["MAX_CONTENT_LENGTH"])
         if _wants_json():
             return api.json_error(error)
         return pages.render_error(error)
@@ -55,10 +55,8 @@ def init_app(app: Flask) -> None:
         return response
 
 
-def _too_large(limit: int | None) -> RequestEntityTooLarge:
+def _too_large(limit: int) -> RequestEntityTooLarge:
     """Build the 413 error that names the body size limit."""
-    if not limit:
-        return RequestEntityTooLarge()
     return RequestEntityTooLarge(
         f"The request body is larger than the limit of {_byte_size(limit)} "
         "(the MAX_CONTENT_LENGTH setting). Send a smaller body.")

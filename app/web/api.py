@@ -45,8 +45,6 @@ TASK_URL = f"/tasks/<int(max={MAX_ID}):task_id>"
 
 # The width of the tasks.type column.
 MAX_TYPE_NAME_LENGTH = 100
-# One half of a UTF-16 surrogate pair, which valid Unicode text never contains alone.
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ApiError(HTTPException):
@@ -323,33 +321,7 @@ def _json_object_body() -> dict:
         raise invalid_input({"body": f"is not valid JSON ({error})"}) from None
     if not isinstance(data, dict):
         raise invalid_input({"body": f"must be a JSON object, not {_json_type(data)}"})
-    where = _lone_surrogate_path(data)
-    if where is not None:
-        raise invalid_input({where: "contains a lone surrogate (an escape from \\ud800 to "
-                                    "\\udfff without its pair), which is not valid Unicode text"})
     return data
-
-
-def _lone_surrogate_path(data: dict) -> str | None:
-    """Return the dotted path ("params.text") of a key or string holding a lone surrogate.
-
-    JSON may escape one half of a UTF-16 pair on its own, and Python decodes
-    it to a string that cannot be written as UTF-8, so no page could show it.
-    The walk uses a stack, not recursion, because json.loads accepts
-    nesting about as deep as Python's recursion limit.
-    """
-    pending = [(str(key), key, value) for key, value in data.items()]
-    while pending:
-        path, key, value = pending.pop()
-        if isinstance(key, str) and LONE_SURROGATE.search(key):
-            return path
-        if isinstance(value, str) and LONE_SURROGATE.search(value):
-            return path
-        if isinstance(value, dict):
-            pending.extend((f"{path}.{name}", name, item) for name, item in value.items())
-        elif isinstance(value, list):
-            pending.extend((f"{path}.{index}", None, item) for index, item in enumerate(value))
-    return None
 
 
 def _reject_constant(name: str):
