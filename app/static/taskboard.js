@@ -466,7 +466,7 @@
     });
   });
 
-  // The element that holds a swap's new content: the target itself, or for
+  // The element that contains a swap's new content: the target itself, or for
   // an outerHTML swap the element that replaced it.
   function swappedRoot(target) {
     if (!target) {

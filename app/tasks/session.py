@@ -37,9 +37,10 @@ def begin_snapshot_read() -> None:
     PostgreSQL's default, READ COMMITTED, lets each statement see what was
     committed since the one before, so a page that reads a task and then its
     events could show the task running beside the event that ended it. A
-    REPEATABLE READ transaction reads from one snapshot, and one that only
-    reads never fails for it. A SQLite transaction reads from one snapshot
-    already. A read transaction the caller left open is committed first.
+    REPEATABLE READ transaction reads from one snapshot. Its serialization
+    failures come only from writes, so the caller must only read in it. A
+    SQLite transaction reads from one snapshot already. A read transaction
+    the caller left open is committed first.
     """
     session = db.session()
     if session.in_transaction():

@@ -2,8 +2,8 @@
 
 Werkzeug checks MAX_CONTENT_LENGTH against the Content-Length header. A
 chunked body has none, and Werkzeug then stops reading it at the limit
-without an error, so a larger body arrived cut short: a JSON submission
-padded past the limit was taken as if the rest had not been sent. This
+without an error. A larger body thus arrived cut short, and a JSON
+submission padded past the limit was accepted from its first part. This
 middleware reads such a body up to one byte past the limit and hands Flask
 a body of known length, so the usual 413 applies to it as well.
 """

@@ -230,7 +230,7 @@ def count_live_requests(page) -> None:
 
 
 def wait_for_live_requests(page, expression: str = "window.liveInFlight === 0") -> None:
-    """Wait in real time until `expression` holds in the page.
+    """Wait in real time until `expression` is true in the page.
 
     The tests that install Playwright's clock pause the page's timers, so this
     polls from the test instead of with page.wait_for_function.
